@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Idempotent set-up for this checkout, run by `make lab` and `make test`:
+#   1. the Debian packages the toolkit and its tests need on the controller;
+#   2. .venv with the pinned tool chain (requirements.txt) and this package;
+#   3. .cache/containers.conf (runc, ulimits that fit this host), used through CONTAINERS_CONF;
+#   4. the local Debian 12 systemd image for Molecule and the lab (scripts/build-image.sh).
+# Each step is skipped when what it makes is already there and current.
+set -euo pipefail
+
+project_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache_dir="$project_dir/.cache"
+venv_dir="$project_dir/.venv"
+mkdir -p "$cache_dir"
+
+apt_packages=(
+  podman runc conmon netavark aardvark-dns catatonit slirp4netns uidmap fuse-overlayfs
+  debootstrap iptables ipset iproute2 curl make
+)
+
+log() { printf '==> %s\n' "$*"; }
+
+install_apt_packages() {
+  local missing=() package
+  for package in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' \
+      || missing+=("$package")
+  done
+  if ((${#missing[@]})); then
+    log "Installing Debian packages: ${missing[*]}"
+    if [[ $(id -u) -ne 0 ]]; then
+      echo "setup: installing Debian packages needs root (missing: ${missing[*]})" >&2
+      exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+install_venv() {
+  local stamp_file="$venv_dir/.k3s-netpol-stamp" wanted
+  wanted=$(cat "$project_dir/requirements.txt" "$project_dir/pyproject.toml" | sha256sum | cut -d' ' -f1)
+  if [[ -x "$venv_dir/bin/python" && -f "$stamp_file" && "$(cat "$stamp_file")" == "$wanted" ]]; then
+    return
+  fi
+  log "Creating $venv_dir with the pinned tool chain"
+  python3 -m venv "$venv_dir"
+  "$venv_dir/bin/pip" install -q --upgrade pip
+  "$venv_dir/bin/pip" install -q -r "$project_dir/requirements.txt"
+  "$venv_dir/bin/pip" install -q --no-deps -e "$project_dir"
+  echo "$wanted" >"$stamp_file"
+}
+
+write_containers_conf() {
+  local nofile conf="$cache_dir/containers.conf" text
+  nofile=$(ulimit -Hn)
+  [[ "$nofile" == unlimited ]] && nofile=1048576
+  text=$(printf '%s\n' \
+    '# Written by scripts/setup.sh; selected with CONTAINERS_CONF. Nothing in /etc is changed.' \
+    '[containers]' \
+    "default_ulimits = [\"nofile=$nofile:$nofile\", \"nproc=32768:32768\"]" \
+    '' \
+    '[engine]' \
+    'runtime = "runc"')
+  if [[ ! -f "$conf" || "$(cat "$conf")" != "$text" ]]; then
+    log "Writing $conf"
+    printf '%s\n' "$text" >"$conf"
+  fi
+}
+
+install_apt_packages
+install_venv
+write_containers_conf
+CONTAINERS_CONF="$cache_dir/containers.conf" "$project_dir/scripts/build-image.sh"

@@ -1,0 +1,3 @@
+from k3s_netpol.cli import main
+
+main()

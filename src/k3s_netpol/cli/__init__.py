@@ -1,0 +1,17 @@
+"""The `k3s-netpol` command line: one click group, one module per family of subcommands."""
+
+import click
+
+from k3s_netpol import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="k3s-netpol")
+def main() -> None:
+    """Provision K3s with visible NetworkPolicy enforcement, and prove it.
+
+    Exit codes: 0 ok, 1 verification mismatch, 2 usage error, 3 run failed.
+    """
+
+
+# Subcommands register themselves below, one line each.
