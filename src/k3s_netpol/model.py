@@ -1,0 +1,786 @@
+"""Who may reach whom: Kubernetes NetworkPolicy v1 semantics over Namespaces, Pods and policies.
+
+`load_manifests` reads ordinary manifests (multi-document YAML, or a `kind: List` such as
+`kubectl get ns,pods,networkpolicies -A -o yaml` prints) and validates every NetworkPolicy the
+way the API server would, so a bad field fails here with the file and the field path named.
+`expect` answers, for every ordered pair of distinct pods and every port, whether a connection
+is allowed: the destination's ingress AND the source's egress must both allow it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeGuard
+
+import yaml
+
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+POLICY_TYPES = ("Ingress", "Egress")
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+DEFAULT_NAMESPACE = "default"
+
+_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+_PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LIST_KINDS = ("List", "NamespaceList", "PodList", "NetworkPolicyList")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ManifestError(ValueError):
+    """Bad input: the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    port: int
+    protocol: str
+    name: str | None
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    ip: str | None
+    ports: tuple[ContainerPort, ...]
+    node: str | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    namespace: str
+    name: str
+    spec: Mapping[str, Any]
+    annotations: Mapping[str, str]
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def policy_types(self) -> tuple[str, ...]:
+        """spec.policyTypes, or what the API server defaults it to when it is absent."""
+        declared = self.spec.get("policyTypes")
+        if declared:
+            return tuple(declared)
+        if self.spec.get("egress") is not None:
+            return ("Ingress", "Egress")
+        return ("Ingress",)
+
+
+@dataclass
+class Cluster:
+    namespaces: dict[str, Namespace] = field(default_factory=dict)
+    pods: list[Pod] = field(default_factory=list)
+    policies: list[NetworkPolicy] = field(default_factory=list)
+
+    def pod(self, key: str) -> Pod:
+        for pod in self.pods:
+            if pod.key == key:
+                return pod
+        raise KeyError(f"no pod {key!r} in the cluster")
+
+    def namespace_labels(self, name: str) -> Mapping[str, str]:
+        namespace = self.namespaces.get(name)
+        if namespace is None:
+            return {NAMESPACE_NAME_LABEL: name}
+        return namespace.labels
+
+
+@dataclass(frozen=True)
+class Probe:
+    source: str
+    destination: str
+    port: int
+    protocol: str
+    allowed: bool
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_manifests(paths: Sequence[str | Path]) -> Cluster:
+    """Read every file (multi-document YAML, `kind: List` allowed) into one Cluster."""
+    if not paths:
+        raise ManifestError("no manifest file given")
+    documents: list[tuple[str, Mapping[str, Any], str]] = []
+    for path in paths:
+        label = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ManifestError(f"{label}: no such file") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ManifestError(f"{label}: cannot read: {error}") from None
+        documents.extend(_parse_yaml(text, label))
+    builder = _ClusterBuilder()
+    for where, document, source in documents:
+        builder.add(document, f"{source}: {where}")
+    return builder.build()
+
+
+def cluster_from_documents(documents: Iterable[Mapping[str, Any]], source: str) -> Cluster:
+    """Build a Cluster from already-parsed manifests; `source` names them in error messages."""
+    builder = _ClusterBuilder()
+    for number, document in enumerate(documents, start=1):
+        if document is None:
+            continue
+        for where, item in _expand(document, f"document {number}", source):
+            builder.add(item, f"{source}: {where}")
+    return builder.build()
+
+
+def _parse_yaml(text: str, source: str) -> list[tuple[str, Mapping[str, Any], str]]:
+    try:
+        raw_documents = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error)
+        position = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ManifestError(f"{source}: malformed YAML: {position}{problem}") from None
+    result: list[tuple[str, Mapping[str, Any], str]] = []
+    for number, document in enumerate(raw_documents, start=1):
+        if document is None:
+            continue
+        for where, item in _expand(document, f"document {number}", source):
+            result.append((where, item, source))
+    return result
+
+
+def _expand(document: Any, where: str, source: str) -> list[tuple[str, Mapping[str, Any]]]:
+    if not isinstance(document, Mapping):
+        raise ManifestError(f"{source}: {where}: expected a mapping, got {_kind_of(document)}")
+    kind = document.get("kind")
+    if kind not in _LIST_KINDS:
+        return [(where, document)]
+    items = document.get("items")
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise ManifestError(f"{source}: {where} ({kind}): items: expected a list")
+    expanded: list[tuple[str, Mapping[str, Any]]] = []
+    for index, item in enumerate(items):
+        expanded.extend(_expand(item, f"{where} items[{index}]", source))
+    return expanded
+
+
+class _ClusterBuilder:
+    def __init__(self) -> None:
+        self.namespaces: dict[str, Namespace] = {}
+        self.pods: dict[str, Pod] = {}
+        self.policies: dict[str, NetworkPolicy] = {}
+        self.referenced_namespaces: list[str] = []
+
+    def add(self, document: Mapping[str, Any], where: str) -> None:
+        kind = document.get("kind")
+        if kind not in ("Namespace", "Pod", "NetworkPolicy"):
+            return
+        metadata = document.get("metadata")
+        if not isinstance(metadata, Mapping):
+            raise ManifestError(f"{where} ({kind}): metadata: expected a mapping")
+        name = metadata.get("name")
+        if not isinstance(name, str) or not name:
+            raise ManifestError(f"{where} ({kind}): metadata.name: expected a non-empty string")
+        if kind == "Namespace":
+            context = f"{where} (Namespace {name})"
+            if name in self.namespaces:
+                raise ManifestError(f"{context}: Namespace {name} is declared twice")
+            labels = dict(_string_map(metadata.get("labels"), "metadata.labels", context))
+            labels[NAMESPACE_NAME_LABEL] = name
+            self.namespaces[name] = Namespace(name, labels)
+            return
+        namespace = metadata.get("namespace", DEFAULT_NAMESPACE)
+        if not isinstance(namespace, str) or not namespace:
+            raise ManifestError(
+                f"{where} ({kind} {name}): metadata.namespace: expected a non-empty string"
+            )
+        context = f"{where} ({kind} {namespace}/{name})"
+        self.referenced_namespaces.append(namespace)
+        if kind == "Pod":
+            pod = _pod(document, metadata, namespace, name, context)
+            if pod.key in self.pods:
+                raise ManifestError(f"{context}: Pod {pod.key} is declared twice")
+            self.pods[pod.key] = pod
+        else:
+            policy = _policy(document, metadata, namespace, name, context)
+            if policy.key in self.policies:
+                raise ManifestError(f"{context}: NetworkPolicy {policy.key} is declared twice")
+            self.policies[policy.key] = policy
+
+    def build(self) -> Cluster:
+        namespaces = dict(self.namespaces)
+        for name in self.referenced_namespaces:
+            if name not in namespaces:
+                namespaces[name] = Namespace(name, {NAMESPACE_NAME_LABEL: name})
+        return Cluster(namespaces, list(self.pods.values()), list(self.policies.values()))
+
+
+def _pod(
+    document: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    namespace: str,
+    name: str,
+    context: str,
+) -> Pod:
+    labels = _string_map(metadata.get("labels"), "metadata.labels", context)
+    spec = _mapping(document.get("spec"), "spec", context)
+    status = _mapping(document.get("status"), "status", context)
+    node = spec.get("nodeName")
+    if node is not None and not isinstance(node, str):
+        raise ManifestError(f"{context}: spec.nodeName: expected a string")
+    ip = status.get("podIP")
+    if ip is not None:
+        if not isinstance(ip, str):
+            raise ManifestError(f"{context}: status.podIP: expected an IP address string")
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            raise ManifestError(f"{context}: status.podIP: {ip!r} is not an IP address") from None
+    ports: list[ContainerPort] = []
+    containers = _list(spec.get("containers"), "spec.containers", context)
+    for c_index, container in enumerate(containers):
+        c_path = f"spec.containers[{c_index}]"
+        container = _mapping(container, c_path, context)
+        for p_index, entry in enumerate(_list(container.get("ports"), f"{c_path}.ports", context)):
+            p_path = f"{c_path}.ports[{p_index}]"
+            entry = _mapping(entry, p_path, context)
+            number = entry.get("containerPort")
+            if not _is_port_number(number):
+                raise ManifestError(
+                    f"{context}: {p_path}.containerPort: expected an integer 1-65535, "
+                    f"got {number!r}"
+                )
+            protocol = _protocol(entry.get("protocol"), f"{p_path}.protocol", context)
+            port_name = entry.get("name")
+            if port_name is not None and not isinstance(port_name, str):
+                raise ManifestError(f"{context}: {p_path}.name: expected a string")
+            ports.append(ContainerPort(number, protocol, port_name))
+    return Pod(namespace, name, labels, ip, tuple(ports), node)
+
+
+def _policy(
+    document: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    namespace: str,
+    name: str,
+    context: str,
+) -> NetworkPolicy:
+    annotations = _string_map(metadata.get("annotations"), "metadata.annotations", context)
+    spec = document.get("spec")
+    if spec is None:
+        raise ManifestError(f"{context}: spec: missing")
+    spec = _mapping(spec, "spec", context)
+    _check_keys(spec, ("podSelector", "policyTypes", "ingress", "egress"), "spec", context)
+    _check_selector(spec.get("podSelector"), "spec.podSelector", context)
+    policy_types = _list(spec.get("policyTypes"), "spec.policyTypes", context)
+    for index, policy_type in enumerate(policy_types):
+        if policy_type not in POLICY_TYPES:
+            raise ManifestError(
+                f"{context}: spec.policyTypes[{index}]: {policy_type!r} is not one of "
+                f"{', '.join(POLICY_TYPES)}"
+            )
+    for direction, peers_key in (("ingress", "from"), ("egress", "to")):
+        rules = _list(spec.get(direction), f"spec.{direction}", context)
+        for r_index, rule in enumerate(rules):
+            r_path = f"spec.{direction}[{r_index}]"
+            rule = _mapping(rule, r_path, context)
+            _check_keys(rule, (peers_key, "ports"), r_path, context)
+            peers = _list(rule.get(peers_key), f"{r_path}.{peers_key}", context)
+            for p_index, peer in enumerate(peers):
+                _check_peer(peer, f"{r_path}.{peers_key}[{p_index}]", context)
+            ports = _list(rule.get("ports"), f"{r_path}.ports", context)
+            for p_index, port in enumerate(ports):
+                _check_policy_port(port, f"{r_path}.ports[{p_index}]", context)
+    return NetworkPolicy(namespace, name, spec, annotations)
+
+
+def _check_selector(selector: Any, path: str, context: str) -> None:
+    if selector is None:
+        return
+    selector = _mapping(selector, path, context)
+    _check_keys(selector, ("matchLabels", "matchExpressions"), path, context)
+    _string_map(selector.get("matchLabels"), f"{path}.matchLabels", context)
+    expressions = _list(selector.get("matchExpressions"), f"{path}.matchExpressions", context)
+    for index, expression in enumerate(expressions):
+        e_path = f"{path}.matchExpressions[{index}]"
+        expression = _mapping(expression, e_path, context)
+        _check_keys(expression, ("key", "operator", "values"), e_path, context)
+        key = expression.get("key")
+        if not isinstance(key, str) or not key:
+            raise ManifestError(f"{context}: {e_path}.key: expected a non-empty string")
+        operator = expression.get("operator")
+        if operator not in _SELECTOR_OPERATORS:
+            raise ManifestError(
+                f"{context}: {e_path}.operator: {operator!r} is not one of "
+                f"{', '.join(_SELECTOR_OPERATORS)}"
+            )
+        values = _list(expression.get("values"), f"{e_path}.values", context)
+        for v_index, value in enumerate(values):
+            if not isinstance(value, str):
+                raise ManifestError(
+                    f"{context}: {e_path}.values[{v_index}]: expected a string, got {value!r}"
+                )
+        if operator in ("In", "NotIn") and not values:
+            raise ManifestError(f"{context}: {e_path}.values: must be non-empty for {operator}")
+        if operator in ("Exists", "DoesNotExist") and values:
+            raise ManifestError(f"{context}: {e_path}.values: must be empty for {operator}")
+
+
+def _check_peer(peer: Any, path: str, context: str) -> None:
+    peer = _mapping(peer, path, context)
+    _check_keys(peer, ("podSelector", "namespaceSelector", "ipBlock"), path, context)
+    if not peer:
+        raise ManifestError(
+            f"{context}: {path}: must specify podSelector, namespaceSelector or ipBlock"
+        )
+    if "ipBlock" in peer:
+        if "podSelector" in peer or "namespaceSelector" in peer:
+            raise ManifestError(
+                f"{context}: {path}: ipBlock cannot be combined with podSelector or "
+                "namespaceSelector"
+            )
+        _check_ip_block(peer["ipBlock"], f"{path}.ipBlock", context)
+        return
+    _check_selector(peer.get("podSelector"), f"{path}.podSelector", context)
+    _check_selector(peer.get("namespaceSelector"), f"{path}.namespaceSelector", context)
+
+
+def _check_ip_block(block: Any, path: str, context: str) -> None:
+    block = _mapping(block, path, context)
+    _check_keys(block, ("cidr", "except"), path, context)
+    cidr = _network(block.get("cidr"), f"{path}.cidr", context)
+    for index, value in enumerate(_list(block.get("except"), f"{path}.except", context)):
+        excepted = _network(value, f"{path}.except[{index}]", context)
+        if excepted.version != cidr.version or not excepted.subnet_of(cidr):  # type: ignore[arg-type]
+            raise ManifestError(
+                f"{context}: {path}.except[{index}]: {value} is not within cidr {cidr}"
+            )
+
+
+def _check_policy_port(entry: Any, path: str, context: str) -> None:
+    entry = _mapping(entry, path, context)
+    _check_keys(entry, ("port", "endPort", "protocol"), path, context)
+    _protocol(entry.get("protocol"), f"{path}.protocol", context)
+    port = entry.get("port")
+    end_port = entry.get("endPort")
+    if port is None:
+        if end_port is not None:
+            raise ManifestError(f"{context}: {path}.endPort: needs a numeric port")
+        return
+    if isinstance(port, str):
+        if not _PORT_NAME.match(port) or len(port) > 15 or not re.search("[a-z]", port):
+            raise ManifestError(
+                f"{context}: {path}.port: {port!r} is neither a port number nor a valid port "
+                "name (at most 15 lowercase letters, digits and '-', with a letter)"
+            )
+        if end_port is not None:
+            raise ManifestError(f"{context}: {path}.endPort: cannot be used with a named port")
+        return
+    if not _is_port_number(port):
+        raise ManifestError(
+            f"{context}: {path}.port: expected a port number 1-65535 or a port name, got {port!r}"
+        )
+    if end_port is not None and (not _is_port_number(end_port) or end_port < port):
+        raise ManifestError(
+            f"{context}: {path}.endPort: expected an integer from port ({port}) to 65535, "
+            f"got {end_port!r}"
+        )
+
+
+def _network(value: Any, path: str, context: str) -> IPNetwork:
+    if not isinstance(value, str):
+        raise ManifestError(f"{context}: {path}: expected a CIDR string, got {value!r}")
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ManifestError(f"{context}: {path}: {value!r} is not a CIDR") from None
+
+
+def _protocol(value: Any, path: str, context: str) -> str:
+    if value is None:
+        return "TCP"
+    if value not in PROTOCOLS:
+        raise ManifestError(f"{context}: {path}: {value!r} is not one of {', '.join(PROTOCOLS)}")
+    return str(value)
+
+
+def _is_port_number(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
+def _mapping(value: Any, path: str, context: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ManifestError(f"{context}: {path}: expected a mapping, got {_kind_of(value)}")
+    return value
+
+
+def _list(value: Any, path: str, context: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ManifestError(f"{context}: {path}: expected a list, got {_kind_of(value)}")
+    return value
+
+
+def _string_map(value: Any, path: str, context: str) -> dict[str, str]:
+    mapping = _mapping(value, path, context)
+    for key, item in mapping.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise ManifestError(
+                f"{context}: {path}.{key}: expected a string value, got {item!r} "
+                "(quote numbers and booleans)"
+            )
+    return dict(mapping)
+
+
+def _check_keys(value: Mapping[str, Any], allowed: Sequence[str], path: str, context: str) -> None:
+    for key in value:
+        if key not in allowed:
+            raise ManifestError(
+                f"{context}: {path}.{key}: unknown field (expected one of {', '.join(allowed)})"
+            )
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+# --------------------------------------------------------------------------- semantics
+
+
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A LabelSelector against labels; an absent or empty selector matches everything."""
+    if not selector:
+        return True
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or ():
+        key = expression["key"]
+        operator = expression["operator"]
+        values = expression.get("values") or ()
+        if operator == "In":
+            if key not in labels or labels[key] not in values:
+                return False
+        elif operator == "NotIn":
+            if key in labels and labels[key] in values:
+                return False
+        elif operator == "Exists":
+            if key not in labels:
+                return False
+        elif operator == "DoesNotExist":
+            if key in labels:
+                return False
+        else:
+            raise ValueError(f"unknown label selector operator {operator!r}")
+    return True
+
+
+def policy_selects(policy: NetworkPolicy, pod: Pod) -> bool:
+    """Whether the policy applies to the pod: same namespace and spec.podSelector matches."""
+    return pod.namespace == policy.namespace and selector_matches(
+        policy.spec.get("podSelector"), pod.labels
+    )
+
+
+def peer_matches(
+    cluster: Cluster, policy: NetworkPolicy, peer: Mapping[str, Any], pod: Pod
+) -> bool:
+    """Whether one from/to peer (podSelector, namespaceSelector, both, or ipBlock) covers pod."""
+    block = peer.get("ipBlock")
+    if block is not None:
+        return pod.ip is not None and _ip_in_block(ipaddress.ip_address(pod.ip), block)
+    namespace_selector = peer.get("namespaceSelector")
+    if namespace_selector is None:
+        if pod.namespace != policy.namespace:
+            return False
+    elif not selector_matches(namespace_selector, cluster.namespace_labels(pod.namespace)):
+        return False
+    return selector_matches(peer.get("podSelector"), pod.labels)
+
+
+def _ip_in_block(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, block: Mapping[str, Any]
+) -> bool:
+    cidr = ipaddress.ip_network(block["cidr"], strict=False)
+    if address.version != cidr.version or address not in cidr:
+        return False
+    for value in block.get("except") or ():
+        if address in ipaddress.ip_network(value, strict=False):
+            return False
+    return True
+
+
+def ports_match(
+    rule_ports: Sequence[Mapping[str, Any]] | None, pod: Pod, port: int, protocol: str
+) -> bool:
+    """Whether a rule's ports admit port/protocol on the destination pod.
+
+    Named ports resolve against the destination pod's containerPorts (name and protocol).
+    """
+    if not rule_ports:
+        return True
+    return any(_port_entry_matches(entry, pod.ports, port, protocol) for entry in rule_ports)
+
+
+def _port_entry_matches(
+    entry: Mapping[str, Any], pod_ports: Sequence[ContainerPort], port: int, protocol: str
+) -> bool:
+    if (entry.get("protocol") or "TCP") != protocol:
+        return False
+    wanted = entry.get("port")
+    if wanted is None:
+        return True
+    if isinstance(wanted, str):
+        return any(
+            declared.name == wanted and declared.port == port and declared.protocol == protocol
+            for declared in pod_ports
+        )
+    end_port = entry.get("endPort")
+    return bool(wanted <= port <= (end_port if end_port is not None else wanted))
+
+
+def _direction_allowed(
+    cluster: Cluster,
+    direction: str,
+    subject: Pod,
+    peer_pod: Pod,
+    destination: Pod,
+    port: int,
+    protocol: str,
+) -> bool:
+    policy_type, rules_key, peers_key = (
+        ("Ingress", "ingress", "from") if direction == "ingress" else ("Egress", "egress", "to")
+    )
+    isolated = False
+    for policy in cluster.policies:
+        if policy_type not in policy.policy_types or not policy_selects(policy, subject):
+            continue
+        isolated = True
+        for rule in policy.spec.get(rules_key) or ():
+            peers = rule.get(peers_key)
+            if peers and not any(peer_matches(cluster, policy, peer, peer_pod) for peer in peers):
+                continue
+            if ports_match(rule.get("ports"), destination, port, protocol):
+                return True
+    return not isolated
+
+
+def ingress_allowed(cluster: Cluster, src: Pod, dst: Pod, port: int, protocol: str) -> bool:
+    """Whether dst's ingress policies (if any select it) admit src on port/protocol."""
+    return _direction_allowed(cluster, "ingress", dst, src, dst, port, protocol)
+
+
+def egress_allowed(cluster: Cluster, src: Pod, dst: Pod, port: int, protocol: str) -> bool:
+    """Whether src's egress policies (if any select it) admit dst on port/protocol."""
+    return _direction_allowed(cluster, "egress", src, dst, dst, port, protocol)
+
+
+def is_allowed(cluster: Cluster, src: Pod, dst: Pod, port: int, protocol: str) -> bool:
+    """A connection is allowed iff dst's ingress AND src's egress allow it."""
+    return ingress_allowed(cluster, src, dst, port, protocol) and egress_allowed(
+        cluster, src, dst, port, protocol
+    )
+
+
+# --------------------------------------------------------------------------- expect
+
+
+@dataclass
+class _Rule:
+    peers: int  # bitmask over pod indices
+    ports: Sequence[Mapping[str, Any]] | None
+    selected: int  # bitmask of pods the owning policy selects
+
+
+class _Index:
+    """The cluster precomputed for the whole matrix: pod sets as bitmasks over pod indices."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.pods = cluster.pods
+        self.everyone = (1 << len(self.pods)) - 1
+        self.by_namespace: dict[str, int] = {}
+        for index, pod in enumerate(self.pods):
+            self.by_namespace[pod.namespace] = self.by_namespace.get(pod.namespace, 0) | (
+                1 << index
+            )
+        self._peer_cache: dict[tuple[str, str], int] = {}
+        self._selector_cache: dict[tuple[str, str], int] = {}
+        self.ingress_rules_of: list[list[_Rule]] = [[] for _ in self.pods]
+        self.ingress_isolated = 0
+        self.egress_isolated = 0
+        self.egress_rules_to: list[list[_Rule]] = [[] for _ in self.pods]
+        for policy in cluster.policies:
+            self._add_policy(policy)
+
+    def _add_policy(self, policy: NetworkPolicy) -> None:
+        selected = self._pods_selected(
+            policy.namespace, policy.spec.get("podSelector"), self.by_namespace
+        )
+        types = policy.policy_types
+        if "Ingress" in types:
+            self.ingress_isolated |= selected
+            rules = [
+                _Rule(self._peers_mask(policy, rule.get("from")), rule.get("ports"), selected)
+                for rule in policy.spec.get("ingress") or ()
+            ]
+            for index in _bits(selected):
+                self.ingress_rules_of[index].extend(rules)
+        if "Egress" in types:
+            self.egress_isolated |= selected
+            for rule in policy.spec.get("egress") or ():
+                compiled = _Rule(
+                    self._peers_mask(policy, rule.get("to")), rule.get("ports"), selected
+                )
+                for index in _bits(compiled.peers):
+                    self.egress_rules_to[index].append(compiled)
+
+    def _pods_selected(
+        self, namespace: str, selector: Mapping[str, Any] | None, namespaces: Mapping[str, int]
+    ) -> int:
+        candidates = namespaces.get(namespace, 0)
+        if not selector or not candidates:
+            return candidates
+        key = (namespace, repr(selector))
+        cached = self._selector_cache.get(key)
+        if cached is None:
+            cached = 0
+            for index in _bits(candidates):
+                if selector_matches(selector, self.pods[index].labels):
+                    cached |= 1 << index
+            self._selector_cache[key] = cached
+        return cached
+
+    def _peers_mask(self, policy: NetworkPolicy, peers: Sequence[Mapping[str, Any]] | None) -> int:
+        if not peers:
+            return self.everyone
+        mask = 0
+        for peer in peers:
+            key = (policy.namespace, repr(peer))
+            cached = self._peer_cache.get(key)
+            if cached is None:
+                cached = self._peer_mask(policy, peer)
+                self._peer_cache[key] = cached
+            mask |= cached
+        return mask
+
+    def _peer_mask(self, policy: NetworkPolicy, peer: Mapping[str, Any]) -> int:
+        if peer.get("ipBlock") is not None:
+            mask = 0
+            for index, pod in enumerate(self.pods):
+                if pod.ip is not None and peer_matches(self.cluster, policy, peer, pod):
+                    mask |= 1 << index
+            return mask
+        namespace_selector = peer.get("namespaceSelector")
+        if namespace_selector is None:
+            namespaces = [policy.namespace]
+        else:
+            namespaces = [
+                name
+                for name in self.by_namespace
+                if selector_matches(namespace_selector, self.cluster.namespace_labels(name))
+            ]
+        mask = 0
+        for name in namespaces:
+            mask |= self._pods_selected(name, peer.get("podSelector"), self.by_namespace)
+        return mask
+
+    def allowed_sources(self, destination: int, port: int, protocol: str) -> int:
+        """Bitmask of the pods that may open port/protocol on the destination pod."""
+        pod = self.pods[destination]
+        bit = 1 << destination
+        if self.ingress_isolated & bit:
+            by_ingress = 0
+            for rule in self.ingress_rules_of[destination]:
+                if (rule.peers | by_ingress) != by_ingress and ports_match(
+                    rule.ports, pod, port, protocol
+                ):
+                    by_ingress |= rule.peers
+        else:
+            by_ingress = self.everyone
+        by_egress = self.everyone & ~self.egress_isolated
+        for rule in self.egress_rules_to[destination]:
+            if (rule.selected | by_egress) != by_egress and ports_match(
+                rule.ports, pod, port, protocol
+            ):
+                by_egress |= rule.selected
+        return by_ingress & by_egress
+
+
+def _bits(mask: int) -> Iterable[int]:
+    index = 0
+    while mask:
+        if mask & 1:
+            yield index
+        mask >>= 1
+        index += 1
+
+
+def expect(cluster: Cluster, ports: Sequence[tuple[int, str]] | None = None) -> list[Probe]:
+    """Every ordered pair of distinct pods, on each port (default: the destination's ports).
+
+    Probes come source by source, then destination, then port, in the order pods were loaded.
+    """
+    index = _Index(cluster)
+    pods = cluster.pods
+    count = len(pods)
+    columns: list[list[tuple[int, str, str]]] = []
+    for destination, pod in enumerate(pods):
+        wanted = (
+            list(dict.fromkeys((p.port, p.protocol) for p in pod.ports))
+            if ports is None
+            else list(ports)
+        )
+        column = []
+        for port, protocol in wanted:
+            mask = index.allowed_sources(destination, port, protocol)
+            column.append((port, protocol, format(mask, f"0{count}b")[::-1]))
+        columns.append(column)
+    probes: list[Probe] = []
+    append = probes.append
+    keys = [pod.key for pod in pods]
+    for source, source_key in enumerate(keys):
+        for destination, destination_key in enumerate(keys):
+            if destination == source:
+                continue
+            for port, protocol, allowed in columns[destination]:
+                append(Probe(source_key, destination_key, port, protocol, allowed[source] == "1"))
+    return probes
+
+
+def probes_document(probes: Iterable[Probe]) -> dict[str, list[dict[str, Any]]]:
+    """`expect -o json`: {"probes": [{"from", "to", "port", "protocol", "allowed"}]}."""
+    return {
+        "probes": [
+            {
+                "from": probe.source,
+                "to": probe.destination,
+                "port": probe.port,
+                "protocol": probe.protocol,
+                "allowed": probe.allowed,
+            }
+            for probe in probes
+        ]
+    }
