@@ -39,6 +39,10 @@ class RunnerInputError(ValueError):
     the field."""
 
 
+class PlaybookNotFoundError(RunnerInputError):
+    """The playbook file does not exist."""
+
+
 class ProjectNotFoundError(RunnerInputError):
     """Neither the environment, the checkout nor the installed package holds the project."""
 
@@ -165,7 +169,7 @@ def resolve_playbook(playbook: str | os.PathLike[str], root: Path | None = None)
     if not path.is_absolute():
         path = (root or project_root()) / path
     if not path.is_file():
-        raise RunnerInputError(f"playbook {path}: no such file")
+        raise PlaybookNotFoundError(f"playbook {path}: no such file")
     return path.resolve()
 
 

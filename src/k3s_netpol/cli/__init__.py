@@ -15,3 +15,6 @@ def main() -> None:
 
 
 # Subcommands register themselves below, one line each.
+from k3s_netpol.cli.run import register as _register_run_commands  # noqa: E402
+
+_register_run_commands(main)
