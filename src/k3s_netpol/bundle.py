@@ -229,18 +229,23 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     return value
 
 
-def load_config(path: str | Path) -> BundleConfig:
-    """Read a YAML configuration file (keys as in BundleConfig)."""
+def load_config(path: str | Path, key_prefix: str = "") -> BundleConfig:
+    """Read a YAML settings file (keys as in BundleConfig, with ``key_prefix`` in front)."""
     label = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise BundleConfigError(label, f"cannot read it: {error.strerror or error}") from None
+    return config_from_yaml(text, label, key_prefix)
+
+
+def config_from_yaml(text: str, source: str, key_prefix: str = "") -> BundleConfig:
+    """Parse YAML settings (a repeated key is an error) into a BundleConfig."""
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
-        raise BundleConfigError(label, _yaml_problem(error)) from None
-    return config_from_mapping(data, label)
+        raise BundleConfigError(source, _yaml_problem(error)) from None
+    return config_from_mapping(data, source, key_prefix)
 
 
 # --------------------------------------------------------------------------- rendering

@@ -18,3 +18,6 @@ def main() -> None:
 from k3s_netpol.cli.run import register as _register_run_commands  # noqa: E402
 
 _register_run_commands(main)
+from k3s_netpol.cli.bundle import bundle as _bundle_command  # noqa: E402
+
+main.add_command(_bundle_command)
