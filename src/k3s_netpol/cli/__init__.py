@@ -21,3 +21,6 @@ _register_run_commands(main)
 from k3s_netpol.cli.bundle import bundle as _bundle_command  # noqa: E402
 
 main.add_command(_bundle_command)
+from k3s_netpol.cli.report import report_command as _report_command  # noqa: E402
+
+main.add_command(_report_command)
