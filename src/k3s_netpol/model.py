@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import ipaddress
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -119,14 +120,17 @@ class Probe:
 
 
 def load_manifests(paths: Sequence[str | Path]) -> Cluster:
-    """Read every file (multi-document YAML, `kind: List` allowed) into one Cluster."""
+    """Read every file (multi-document YAML, `kind: List` allowed) into one Cluster.
+
+    The path `-` reads standard input, as `kubectl apply -f -` does.
+    """
     if not paths:
         raise ManifestError("no manifest file given")
     documents: list[tuple[str, Mapping[str, Any], str]] = []
     for path in paths:
-        label = str(path)
+        label = "<stdin>" if str(path) == "-" else str(path)
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ManifestError(f"{label}: no such file") from None
         except (OSError, UnicodeDecodeError) as error:
