@@ -24,3 +24,6 @@ main.add_command(_bundle_command)
 from k3s_netpol.cli.report import report_command as _report_command  # noqa: E402
 
 main.add_command(_report_command)
+from k3s_netpol.cli.expect import expect_command as _expect_command  # noqa: E402
+
+main.add_command(_expect_command)
