@@ -55,7 +55,7 @@ def usage_error(message: str) -> UsageProblem:
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def emit_json(document: Any) -> None:
