@@ -11,11 +11,18 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time as time_module
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from k3s_netpol.model import Cluster, Pod
 
 POLICY_PREFIX = "DROP by policy "
 TCP_FLAG_NAMES = frozenset({"URG", "ACK", "PSH", "RST", "SYN", "FIN"})
@@ -34,6 +41,7 @@ GARBLED_SAMPLES_KEPT = 20
 _CLOCK = re.compile(r"\d\d:\d\d:\d\d\Z")
 _IPV4 = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}\Z")
 _IPV6 = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\Z")
+_NO_FLAGS: frozenset[str] = frozenset()
 _ROTATION_SUFFIX = re.compile(r"^(?P<base>.*?)(?:[.-](?P<index>\d+))?(?P<gz>\.gz)?$")
 
 
@@ -79,6 +87,13 @@ class LogRecord:
             self.ip_id,
             self.tcp_seq,
         )
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> LogRecord:
+        """Build a record from a complete field dict without the frozen `__init__`'s cost."""
+        record = object.__new__(cls)
+        record.__dict__.update(fields)
+        return record
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -132,16 +147,6 @@ def policy_of_prefix(prefix: str) -> str | None:
     return None
 
 
-def _int_field(fields: Mapping[str, str], name: str, base: int = 10) -> int | None:
-    value = fields.get(name)
-    if value is None:
-        return None
-    try:
-        return int(value, base)
-    except ValueError:
-        raise LogParseError(f"{name}={value!r} is not a number") from None
-
-
 def _check_address(name: str, value: str | None) -> str:
     if value is None:
         raise LogParseError(f"no {name}= field")
@@ -153,59 +158,78 @@ def _check_address(name: str, value: str | None) -> str:
     raise LogParseError(f"{name}={value!r} is not an IP address")
 
 
+# printpkt's field order (ulogd2 util/printpkt.c), fields separated by runs of spaces. The prefix
+# is every token between the host name and the first token that starts with IN=.
+_LOGEMU = re.compile(
+    r"(?P<month>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +(?P<day>[0-9]{1,2})"
+    r" +(?P<clock>[0-9]{2}:[0-9]{2}:[0-9]{2}) +(?P<node>[^ ]+) +"
+    r"(?P<prefix>(?:(?!IN=)[^ ]+ +)*)"
+    r"IN=(?P<in>[^ ]*) +OUT=(?P<out>[^ ]*) +(?:MAC=[^ ]* +)?"
+    r"SRC=(?P<src>[0-9A-Fa-f:.]+) +DST=(?P<dst>[0-9A-Fa-f:.]+) +"
+    r"(?:LEN=[0-9]+ +TOS=[^ ]+ +PREC=[^ ]+ +TTL=[0-9]+ +ID=(?P<id>[0-9]+) +"
+    r"(?:[A-Z]+ +|FRAG:[0-9]+ +)*"
+    r"|LEN=[0-9]+ +TC=[0-9]+ +HOPLIMIT=[0-9]+ +FLOWLBL=[0-9]+ +(?:FRAG: [0-9]+ ID: [0-9a-f]+ +)?)"
+    r"PROTO=(?P<proto>[A-Za-z0-9]+)(?: +SPT=(?P<spt>[0-9]+) +DPT=(?P<dpt>[0-9]+))?"
+    r"(?: +SEQ=(?P<seq>[0-9]+))?(?P<tail>(?: +[^ ]+)*?) +MARK=(?:0x)?(?P<mark>[0-9A-Fa-f]+) *\Z"
+)
+
+
+def _diagnose_logemu(line: str) -> str:
+    """Say what is wrong with a line the LOGEMU pattern rejected."""
+    tokens = line.split()
+    if len(tokens) < 4 or tokens[0] not in MONTHS or not _CLOCK.match(tokens[2]):
+        return "no syslog time stamp and host name at the start"
+    names = {token.partition("=")[0] for token in tokens if "=" in token}
+    for required in ("IN", "OUT", "SRC", "DST", "PROTO", "MARK"):
+        if required not in names:
+            return f"no {required}= field (line truncated?)"
+    return "fields out of ulogd2's LOGEMU order or with malformed values"
+
+
 def parse_logemu_line(line: str, origin: str = "") -> LogRecord:
     """Parse one LOGEMU line: `<Mon dd hh:mm:ss> <host> [prefix] IN=.. OUT=.. ... MARK=..`."""
-    tokens = line.split()
-    if len(tokens) < 5:
-        raise LogParseError("too few fields for a LOGEMU line")
-    month, day, clock, node = tokens[0], tokens[1], tokens[2], tokens[3]
-    if month not in MONTHS or not day.isdigit() or not _CLOCK.match(clock):
-        raise LogParseError(f"no syslog time stamp at the start: {' '.join(tokens[:3])!r}")
-    start = 4
-    while start < len(tokens) and not tokens[start].startswith("IN="):
-        start += 1
-    if start == len(tokens):
-        raise LogParseError("no IN= field")
-    prefix = " ".join(tokens[4:start])
-    fields: dict[str, str] = {}
-    bare: set[str] = set()
-    for token in tokens[start:]:
-        name, equals, value = token.partition("=")
-        if not equals:
-            bare.add(token)
-        elif name not in fields:
-            fields[name] = value
-    source = _check_address("SRC", fields.get("SRC"))
-    destination = _check_address("DST", fields.get("DST"))
-    protocol = fields.get("PROTO")
-    if not protocol:
-        raise LogParseError("no PROTO= field (line truncated?)")
-    if "MARK" not in fields:
-        raise LogParseError("no MARK= field at the end (line truncated?)")
-    if protocol in ("TCP", "UDP", "SCTP") and "INCOMPLETE" not in bare:
-        for required in ("SPT", "DPT"):
-            if required not in fields:
-                raise LogParseError(f"PROTO={protocol} without {required}= (line truncated?)")
+    match = _LOGEMU.match(line.strip())
+    if match is None:
+        raise LogParseError(_diagnose_logemu(line))
+    (
+        month,
+        day,
+        clock,
+        node,
+        prefix,
+        in_interface,
+        out_interface,
+        source,
+        destination,
+        ip_id,
+        protocol,
+        source_port,
+        destination_port,
+        tcp_seq,
+        tail,
+        mark,
+    ) = match.groups()
     is_tcp = protocol == "TCP"
-    if is_tcp and "INCOMPLETE" not in bare and "URGP" not in fields:
-        raise LogParseError("PROTO=TCP without URGP= (line truncated?)")
-    return LogRecord(
-        time=f"{month} {day:>2} {clock}",
-        node=node,
-        prefix=prefix,
-        policy=policy_of_prefix(prefix),
-        in_interface=fields.get("IN") or None,
-        out_interface=fields.get("OUT") or None,
-        source=source,
-        destination=destination,
-        protocol=protocol,
-        source_port=_int_field(fields, "SPT"),
-        destination_port=_int_field(fields, "DPT"),
-        ip_id=_int_field(fields, "ID"),
-        tcp_seq=_int_field(fields, "SEQ") if is_tcp else None,
-        flags=frozenset(bare & TCP_FLAG_NAMES) if is_tcp else frozenset(),
-        mark=_int_field(fields, "MARK", 16),
-        origin=origin,
+    prefix = prefix.rstrip()
+    return LogRecord.from_fields(
+        {
+            "time": f"{month} {day:>2} {clock}",
+            "node": node,
+            "prefix": prefix,
+            "policy": policy_of_prefix(prefix) if prefix else None,
+            "in_interface": in_interface or None,
+            "out_interface": out_interface or None,
+            "source": source,
+            "destination": destination,
+            "protocol": protocol,
+            "source_port": int(source_port) if source_port else None,
+            "destination_port": int(destination_port) if destination_port else None,
+            "ip_id": int(ip_id) if ip_id else None,
+            "tcp_seq": int(tcp_seq) if tcp_seq and is_tcp else None,
+            "flags": frozenset(TCP_FLAG_NAMES.intersection(tail.split())) if is_tcp else _NO_FLAGS,
+            "mark": int(mark, 16),
+            "origin": origin,
+        }
     )
 
 
@@ -509,3 +533,336 @@ def drop_events(records: Iterable[LogRecord], window: int = JOIN_WINDOW) -> list
     positioned.extend(joiner.flush_positioned())
     positioned.sort(key=lambda pair: pair[0])
     return [event for _, event in positioned]
+
+
+# --- time --------------------------------------------------------------------------------------
+
+_RELATIVE = re.compile(r"(?P<amount>[0-9]+)\s*(?P<unit>s|m|h|d)\Z")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time_bound(text: str, now: datetime | None = None) -> datetime:
+    """A --since/--until value: ISO date-time, `HH:MM[:SS]` today, or `10m`/`2h`/`1d` ago.
+
+    Returns naive local time, the frame LOGEMU's syslog stamps are written in.
+    """
+    now = now or datetime.now()
+    value = text.strip()
+    relative = _RELATIVE.match(value)
+    if relative:
+        seconds = int(relative.group("amount")) * _UNIT_SECONDS[relative.group("unit")]
+        return now - timedelta(seconds=seconds)
+    if re.fullmatch(r"[0-9]{1,2}:[0-9]{2}(:[0-9]{2})?", value):
+        parts = [int(part) for part in value.split(":")] + [0]
+        try:
+            return now.replace(hour=parts[0], minute=parts[1], second=parts[2], microsecond=0)
+        except ValueError:
+            raise ValueError(f"{text!r}: not a time of day") from None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{text!r}: expected an ISO date-time (2026-11-27T10:00), HH:MM, or 10m/2h/1d"
+        ) from None
+    return moment.astimezone().replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def record_datetime(record: LogRecord, now: datetime | None = None) -> datetime | None:
+    """The record's time as naive local time; LOGEMU stamps get the year that keeps them past."""
+    stamp = record.time
+    if not stamp:
+        return None
+    if stamp[:3] in MONTHS:
+        now = now or datetime.now()
+        parts = stamp.split()
+        try:
+            hour, minute, second = (int(part) for part in parts[2].split(":"))
+            moment = datetime(now.year, MONTHS[parts[0]], int(parts[1]), hour, minute, second)
+        except (ValueError, IndexError):
+            return None
+        if moment - now > timedelta(days=1):
+            moment = moment.replace(year=now.year - 1)
+        return moment
+    try:
+        parsed = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    return parsed.astimezone().replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+# --- cluster snapshot: names for addresses, expected reachability --------------------------------
+
+
+def load_snapshot(paths: Sequence[str | Path]) -> Cluster:
+    """`kubectl get pods -A -o json` output, or any manifests model.load_manifests reads."""
+    from k3s_netpol.model import load_manifests
+
+    return load_manifests(paths)
+
+
+def pods_by_ip(cluster: Cluster) -> dict[str, Pod]:
+    return {pod.ip: pod for pod in cluster.pods if pod.ip}
+
+
+@dataclass(frozen=True)
+class EventView:
+    """A drop event as the CLI shows it: with pod names and, given policies, the expectation."""
+
+    event: DropEvent
+    source_pod: str | None
+    destination_pod: str | None
+    expected: str | None  # "allowed" | "denied" | None (unknown: no policies, pod or port)
+
+    @property
+    def flagged(self) -> bool:
+        """The model allows this flow, yet a drop was logged."""
+        return self.expected == "allowed"
+
+    @property
+    def verdict(self) -> str:
+        if self.expected == "allowed":
+            return "false drop" if not self.event.real else "unexpected drop"
+        return "drop" if self.event.real else "policy line only"
+
+    def to_dict(self) -> dict[str, Any]:
+        document = self.event.to_dict()
+        document.update(
+            source_pod=self.source_pod,
+            destination_pod=self.destination_pod,
+            expected=self.expected,
+            flagged=self.flagged,
+            verdict=self.verdict,
+        )
+        return document
+
+
+class Enricher:
+    """Names addresses after pods and checks events against the model's reachability."""
+
+    def __init__(self, cluster: Cluster | None = None) -> None:
+        self.cluster = cluster
+        self.pods = pods_by_ip(cluster) if cluster is not None else {}
+        self._expected: dict[tuple[str, str, int, str], str] = {}
+
+    def view(self, event: DropEvent) -> EventView:
+        source = self.pods.get(event.source)
+        destination = self.pods.get(event.destination)
+        return EventView(
+            event=event,
+            source_pod=source.key if source else None,
+            destination_pod=destination.key if destination else None,
+            expected=self._expectation(source, destination, event),
+        )
+
+    def _expectation(
+        self, source: Pod | None, destination: Pod | None, event: DropEvent
+    ) -> str | None:
+        if (
+            self.cluster is None
+            or not self.cluster.policies
+            or source is None
+            or destination is None
+            or event.destination_port is None
+        ):
+            return None
+        cache_key = (source.key, destination.key, event.destination_port, event.protocol)
+        if cache_key not in self._expected:
+            from k3s_netpol.model import is_allowed
+
+            allowed = is_allowed(
+                self.cluster, source, destination, event.destination_port, event.protocol
+            )
+            self._expected[cache_key] = "allowed" if allowed else "denied"
+        return self._expected[cache_key]
+
+
+# --- filters and summary --------------------------------------------------------------------
+
+
+def policy_matches(wanted: str, logged: str) -> bool:
+    """kube-router cuts `ns/name` in the prefix to 48 characters: a cut name matches its start."""
+    return wanted == logged or (len(logged) >= 48 and wanted.startswith(logged))
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    namespace: str | None = None
+    pod: str | None = None
+    policy: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def accepts(self, view: EventView) -> bool:
+        event = view.event
+        if self.policy is not None and not any(
+            policy_matches(self.policy, logged) for logged in event.policies
+        ):
+            return False
+        if self.pod is not None and self.pod not in (view.source_pod, view.destination_pod):
+            return False
+        if self.namespace is not None:
+            namespaces = {
+                key.split("/", 1)[0]
+                for key in (view.source_pod, view.destination_pod, *event.policies)
+                if key
+            }
+            if self.namespace not in namespaces:
+                return False
+        if self.since is not None or self.until is not None:
+            moment = record_datetime(event.records[0])
+            if moment is None:
+                return False
+            if self.since is not None and moment < self.since:
+                return False
+            if self.until is not None and moment > self.until:
+                return False
+        return True
+
+
+@dataclass
+class FlowSummary:
+    source: str
+    destination: str
+    protocol: str
+    destination_port: int | None
+    events: int = 0
+    real: int = 0
+    policies: Counter[str] = field(default_factory=Counter)
+    nodes: set[str] = field(default_factory=set)
+    flagged: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "protocol": self.protocol,
+            "destination_port": self.destination_port,
+            "events": self.events,
+            "real": self.real,
+            "false": self.events - self.real,
+            "flagged": self.flagged,
+            "policies": dict(self.policies.most_common()),
+            "nodes": sorted(self.nodes),
+        }
+
+
+def summarize(views: Iterable[EventView], top: int | None = 10) -> list[FlowSummary]:
+    """The most dropped flows (source, destination, protocol, destination port), most first."""
+    flows: dict[tuple[str, str, str, int | None], FlowSummary] = {}
+    for view in views:
+        event = view.event
+        source = view.source_pod or event.source
+        destination = view.destination_pod or event.destination
+        key = (source, destination, event.protocol, event.destination_port)
+        summary = flows.get(key)
+        if summary is None:
+            summary = flows[key] = FlowSummary(*key)
+        summary.events += 1
+        summary.real += event.real
+        summary.flagged += view.flagged
+        summary.policies.update(event.policies)
+        if event.node:
+            summary.nodes.add(event.node)
+    ranked = sorted(
+        flows.values(),
+        key=lambda flow: (-flow.events, flow.source, flow.destination, flow.destination_port or 0),
+    )
+    return ranked if top is None else ranked[:top]
+
+
+# --- follow mode --------------------------------------------------------------------------
+
+
+class _FollowedFile:
+    def __init__(self, path: Path, from_start: bool) -> None:
+        self.path = path
+        self.stream: IO[str] | None = None
+        self.inode: int | None = None
+        self.line_number = 0
+        self.partial = ""
+        self._open(from_start)
+
+    def _open(self, from_start: bool) -> None:
+        try:
+            stream = open_log(self.path)
+            self.inode = os.fstat(stream.fileno()).st_ino if self.path.suffix != ".gz" else None
+        except (LogFileError, OSError):
+            self.stream = None
+            return
+        if not from_start:
+            stream.seek(0, os.SEEK_END)
+        self.stream = stream
+        self.line_number = 0
+        self.partial = ""
+
+    def read_lines(self) -> list[tuple[int, str]]:
+        lines = self._drain()
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return lines
+        rotated = self.stream is None or status.st_ino != self.inode
+        truncated = not rotated and self.stream is not None and status.st_size < self.stream.tell()
+        if rotated or truncated:
+            if self.stream is not None:
+                self.stream.close()
+            self._open(from_start=True)
+            lines.extend(self._drain())
+        return lines
+
+    def _drain(self) -> list[tuple[int, str]]:
+        if self.stream is None:
+            return []
+        lines: list[tuple[int, str]] = []
+        for chunk in iter(self.stream.readline, ""):
+            if not chunk.endswith("\n"):
+                self.partial += chunk
+                break
+            self.line_number += 1
+            lines.append((self.line_number, self.partial + chunk))
+            self.partial = ""
+        return lines
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+
+def follow_records(
+    paths: Sequence[str | Path],
+    stats: ParseStats,
+    *,
+    from_start: bool = False,
+    poll_interval: float = 0.25,
+    should_stop: Callable[[], bool] = lambda: False,
+    nodes: Mapping[str, str] | None = None,
+) -> Iterator[LogRecord | None]:
+    """Yield records as lines are appended, across rotation (rename or copytruncate).
+
+    Yields None after each quiet poll, so a caller can flush events whose last line came.
+    """
+    followed = [_FollowedFile(Path(path), from_start) for path in paths]
+    try:
+        while not should_stop():
+            quiet = True
+            for item in followed:
+                node = (nodes or {}).get(str(item.path))
+                for number, line in item.read_lines():
+                    stats.lines += 1
+                    if not line.strip():
+                        continue
+                    quiet = False
+                    origin = f"{item.path}:{number}"
+                    try:
+                        record = parse_line(line, origin, node)
+                    except LogParseError as error:
+                        stats.note_garbled(origin, str(error))
+                        continue
+                    stats.records += 1
+                    yield record
+            if quiet:
+                yield None
+                time_module.sleep(poll_interval)
+    finally:
+        for item in followed:
+            item.close()
