@@ -27,3 +27,6 @@ main.add_command(_report_command)
 from k3s_netpol.cli.expect import expect_command as _expect_command  # noqa: E402
 
 main.add_command(_expect_command)
+from k3s_netpol.cli.logs import logs_command as _logs_command  # noqa: E402
+
+main.add_command(_logs_command)
