@@ -3,6 +3,7 @@ project in tests/data/playbooks/project (real playbooks, connection local)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -12,10 +13,11 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from rich.console import Console
 
 from k3s_netpol.cli import main
-from k3s_netpol.cli._common import ExitCode, parse_extra_vars
-from k3s_netpol.runner import ARTIFACTS_DIR_ENV, PROJECT_DIR_ENV
+from k3s_netpol.cli._common import ExitCode, RunProgress, parse_extra_vars
+from k3s_netpol.runner import ARTIFACTS_DIR_ENV, PROJECT_DIR_ENV, run_playbook
 
 TEST_PROJECT = Path(__file__).parent / "data" / "playbooks" / "project"
 
@@ -248,3 +250,51 @@ def test_extra_vars_file_must_hold_a_mapping(tmp_path: Path) -> None:
     vars_file.write_text("- a\n- b\n")
     with pytest.raises(Exception, match=f"@{vars_file}: must hold a mapping"):
         parse_extra_vars([f"@{vars_file}"])
+
+
+@pytest.fixture(scope="module")
+def recorded_events() -> list[dict[str, Any]]:
+    """The events of a real run with one failing task, to replay into the progress display."""
+    events: list[dict[str, Any]] = []
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    run_playbook(
+        Path(__file__).parent / "data" / "playbooks" / "fail.yml",
+        inventory={"all": {"hosts": {"node-a": local}}},
+        on_event=events.append,
+    )
+    return events
+
+
+def test_progress_on_a_terminal_shows_hosts_tasks_and_counts(
+    recorded_events: list[dict[str, Any]],
+) -> None:
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=160, color_system=None)
+    with RunProgress("k3s-netpol test", console=console) as progress:
+        for event in recorded_events:
+            progress(event)
+        table = progress._render()
+    assert progress.hosts["node-a"].ok == 1
+    assert progress.hosts["node-a"].failed == 1
+    drawn = screen.getvalue()
+    assert "PLAY Fail on purpose for the runner tests" in drawn
+    assert "FAILED node-a: Fail with a message the test looks for." in drawn
+    rendered = io.StringIO()
+    Console(file=rendered, width=160, color_system=None).print(table)
+    [row] = [line for line in rendered.getvalue().splitlines() if "node-a" in line]
+    cells = [cell.strip() for cell in row.strip("│┃ ").split("│")]
+    assert cells == ["node-a", "1", "0", "1", "0", "0", "Fail with a message the test looks for."]
+
+
+def test_progress_off_a_terminal_prints_plays_and_failures_only(
+    recorded_events: list[dict[str, Any]],
+) -> None:
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=False, width=160, soft_wrap=True)
+    with RunProgress("k3s-netpol test", console=console) as progress:
+        for event in recorded_events:
+            progress(event)
+    assert screen.getvalue().splitlines() == [
+        "PLAY Fail on purpose for the runner tests",
+        "FAILED node-a: Fail with a message the test looks for.",
+    ]
