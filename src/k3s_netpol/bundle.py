@@ -464,6 +464,11 @@ def validate_manifests(path: str | Path) -> list[dict[str, Any]]:
         raise ManifestError(f"{label}: no such file") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ManifestError(f"{label}: cannot read: {error}") from None
+    return validate_text(text, label)
+
+
+def validate_text(text: str, label: str) -> list[dict[str, Any]]:
+    """:func:`validate_manifests` for text already read; ``label`` names it in errors."""
     try:
         raw_documents = list(yaml.load_all(text, Loader=_UniqueKeyLoader))
     except yaml.YAMLError as error:

@@ -18,6 +18,7 @@ from k3s_netpol.bundle import (
     render,
     render_yaml,
     validate_manifests,
+    validate_text,
 )
 from k3s_netpol.cli._common import ExitCode, stderr_console, usage_error
 from k3s_netpol.model import ManifestError
@@ -70,7 +71,8 @@ def render_command(
     """
     try:
         if config_path == "-":
-            config = config_from_yaml(sys.stdin.read(), "<stdin>", key_prefix)
+            label = "variables" if key_prefix else "<stdin>"
+            config = config_from_yaml(sys.stdin.read(), label, key_prefix)
         elif config_path is not None:
             config = load_config(config_path, key_prefix)
         else:
@@ -95,13 +97,18 @@ def render_command(
 def validate_command(files: tuple[Path, ...]) -> None:
     """Validate manifest files offline: NetworkPolicy fields, names, nflog annotations.
 
+    FILE '-' reads the standard input.
+
     Exit codes: 0 every file valid, 2 a file is invalid (the message names the file and field).
     """
     console = stderr_console()
     invalid = 0
     for path in files:
         try:
-            documents = validate_manifests(path)
+            if str(path) == "-":
+                documents = validate_text(sys.stdin.read(), "<stdin>")
+            else:
+                documents = validate_manifests(path)
         except ManifestError as error:
             invalid += 1
             console.print(f"invalid: {error}", markup=False, style="red")
@@ -122,4 +129,3 @@ def _write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-
