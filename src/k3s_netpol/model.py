@@ -391,10 +391,15 @@ def _check_policy_port(entry: Any, path: str, context: str) -> None:
             raise ManifestError(f"{context}: {path}.endPort: needs a numeric port")
         return
     if isinstance(port, str):
-        if not _PORT_NAME.match(port) or len(port) > 15 or not re.search("[a-z]", port):
+        if (
+            not _PORT_NAME.match(port)
+            or len(port) > 15
+            or "--" in port
+            or not re.search("[a-z]", port)
+        ):
             raise ManifestError(
                 f"{context}: {path}.port: {port!r} is neither a port number nor a valid port "
-                "name (at most 15 lowercase letters, digits and '-', with a letter)"
+                "name (at most 15 lowercase letters, digits and single '-', with a letter)"
             )
         if end_port is not None:
             raise ManifestError(f"{context}: {path}.endPort: cannot be used with a named port")
