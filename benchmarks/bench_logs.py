@@ -23,8 +23,17 @@ POLICIES = ("deny-by-default", "allow-same-namespace", "allow-monitoring", "allo
 
 
 def _line(
-    stamp: str, node: str, prefix: str, src: str, dst: str, proto: str, sport: int, dport: int,
-    ip_id: int, seq: int, mark: str,
+    stamp: str,
+    node: str,
+    prefix: str,
+    src: str,
+    dst: str,
+    proto: str,
+    sport: int,
+    dport: int,
+    ip_id: int,
+    seq: int,
+    mark: str,
 ) -> str:
     head = f"{stamp} {node} {prefix} IN=cni0 OUT=cni0 MAC=da:f6:6e:6e:f9:ce:ae:66:8d:d5:f8:d1:08:00"
     ip = f"SRC={src} DST={dst} LEN=60 TOS=00 PREC=0x00 TTL=64 ID={ip_id} DF"
@@ -97,24 +106,30 @@ def main() -> None:
         log = Path(workdir) / "syslogemu.log"
         start = time.perf_counter()
         write_synthetic(log, count)
-        print(f"generated {count:,} LOGEMU lines ({log.stat().st_size / 1e6:.0f} MB) "
-              f"in {time.perf_counter() - start:.1f} s")
+        print(
+            f"generated {count:,} LOGEMU lines ({log.stat().st_size / 1e6:.0f} MB) "
+            f"in {time.perf_counter() - start:.1f} s"
+        )
         awk = (
-            "awk '{for(i=1;i<=NF;i++){split($i,f,\"=\");"
-            "if(f[1]==\"SRC\")s=f[2];else if(f[1]==\"DST\")d=f[2];"
-            "else if(f[1]==\"PROTO\")p=f[2];else if(f[1]==\"DPT\"){t=f[2];break}}"
+            'awk \'{for(i=1;i<=NF;i++){split($i,f,"=");'
+            'if(f[1]=="SRC")s=f[2];else if(f[1]=="DST")d=f[2];'
+            'else if(f[1]=="PROTO")p=f[2];else if(f[1]=="DPT"){t=f[2];break}}'
             f"print s,d,p,t}}' {log} | sort | uniq -c | sort -rn | head -n 10"
         )
         if shutil.which("awk") is None:
             print("awk not found: pipeline not timed")
         else:
             seconds, _ = _timed(awk, shell=True)
-            print(f"shell pipeline (awk|sort|uniq -c|sort -rn): {seconds:6.2f} s "
-                  f"{count / seconds:>12,.0f} lines/s")
+            print(
+                f"shell pipeline (awk|sort|uniq -c|sort -rn): {seconds:6.2f} s "
+                f"{count / seconds:>12,.0f} lines/s"
+            )
         for label, extra in (("logs --summary", ["--summary"]), ("logs --json", ["--json"])):
             seconds, size = _timed([*cli, str(log), *extra])
-            print(f"k3s-netpol {label:<28} {seconds:6.2f} s {count / seconds:>12,.0f} lines/s "
-                  f"({size / 1e6:.1f} MB out)")
+            print(
+                f"k3s-netpol {label:<28} {seconds:6.2f} s {count / seconds:>12,.0f} lines/s "
+                f"({size / 1e6:.1f} MB out)"
+            )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,380 @@
+"""k3s_netpol.logs: LOGEMU/JSON parsing, per-packet joining, enrichment, filters, follow."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import shutil
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from k3s_netpol import logs
+from k3s_netpol.logs import (
+    Enricher,
+    EventFilter,
+    LogParseError,
+    drop_events,
+    parse_json_line,
+    parse_logemu_line,
+    parse_time_bound,
+    read_records,
+    rotation_order,
+    summarize,
+)
+
+DATA = Path(__file__).parent / "data" / "logs"
+SEED_LINE = (
+    "Mar  7 09:35:43 cluster-k3s-masters-a3620efa-5qgpt  IN=cni0 OUT=cni0 "
+    "MAC=da:f6:6e:6e:f9:ce:ae:66:8d:d5:f8:d1:08:00 SRC=10.42.0.59 DST=10.42.0.60 LEN=60 TOS=00 "
+    "PREC=0x00 TTL=64 ID=50378 DF PROTO=TCP SPT=47750 DPT=80 SEQ=3773744693 ACK=0 WINDOW=62377 "
+    "SYN URGP=0 MARK=20000"
+)
+
+
+def test_the_tutorial_line_parses_field_by_field():
+    record = parse_logemu_line(SEED_LINE, "seed:1")
+    assert record.time == "Mar  7 09:35:43"
+    assert record.node == "cluster-k3s-masters-a3620efa-5qgpt"
+    assert (record.prefix, record.policy) == ("", None)
+    assert (record.in_interface, record.out_interface) == ("cni0", "cni0")
+    assert (record.source, record.destination, record.protocol) == (
+        "10.42.0.59",
+        "10.42.0.60",
+        "TCP",
+    )
+    assert (record.source_port, record.destination_port) == (47750, 80)
+    assert (record.ip_id, record.tcp_seq) == (50378, 3773744693)
+    assert record.flags == frozenset({"SYN"})
+    assert record.mark == 0x20000
+    assert record.origin == "seed:1"
+
+
+def test_both_mark_spellings_mean_the_same_hex_value():
+    plain = parse_logemu_line(SEED_LINE)
+    with_0x = parse_logemu_line(SEED_LINE.replace("MARK=20000", "MARK=0x20000"))
+    assert plain.mark == with_0x.mark == 0x20000
+
+
+def test_a_prefix_with_spaces_names_the_policy():
+    line = SEED_LINE.replace("  IN=", " DROP by policy tenant-b/deny-by-default IN=")
+    record = parse_logemu_line(line)
+    assert record.prefix == "DROP by policy tenant-b/deny-by-default"
+    assert record.policy == "tenant-b/deny-by-default"
+
+
+def test_a_foreign_prefix_is_kept_but_names_no_policy():
+    record = parse_logemu_line(SEED_LINE.replace("  IN=", " my audit rule IN="))
+    assert (record.prefix, record.policy) == ("my audit rule", None)
+
+
+def test_udp_and_icmp_lines():
+    udp = parse_logemu_line(
+        "Nov 27 10:05:00 n1  IN=cni0 OUT=cni0 MAC= SRC=10.42.1.10 DST=10.42.0.20 LEN=56 TOS=00 "
+        "PREC=0x00 TTL=63 ID=777 PROTO=UDP SPT=40000 DPT=53 LEN=36 MARK=0x0"
+    )
+    assert (udp.protocol, udp.source_port, udp.destination_port, udp.ip_id) == (
+        "UDP",
+        40000,
+        53,
+        777,
+    )
+    assert (udp.tcp_seq, udp.flags) == (None, frozenset())
+    icmp = parse_logemu_line(
+        "Nov 27 10:05:00 n1  IN=cni0 OUT=cni0 MAC= SRC=10.42.1.10 DST=10.42.0.20 LEN=84 TOS=00 "
+        "PREC=0x00 TTL=63 ID=9 DF PROTO=ICMP TYPE=8 CODE=0 ID=42 SEQ=1 MARK=0x0"
+    )
+    assert (icmp.protocol, icmp.ip_id, icmp.tcp_seq, icmp.destination_port) == (
+        "ICMP",
+        9,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("", "time stamp"),
+        ("garbage", "time stamp"),
+        (SEED_LINE[:120], "DST="),
+        (SEED_LINE.replace(" MARK=20000", ""), "MARK="),
+        (SEED_LINE.replace("SRC=10.42.0.59", "SRC=not-an-ip"), "order"),
+        (SEED_LINE.replace("Mar  7", "Foo  7"), "time stamp"),
+    ],
+)
+def test_garbled_and_truncated_lines_raise_a_parse_error_saying_why(line, reason):
+    with pytest.raises(LogParseError, match=reason):
+        parse_logemu_line(line)
+
+
+def test_json_lines_carry_the_same_packet_as_logemu():
+    first, second = (DATA / "ulogd.json").read_text().splitlines()[:2]
+    policy_line = parse_json_line(first, "j:1", node="k3s-server-1")
+    pod_line = parse_json_line(second, "j:2", node="k3s-server-1")
+    assert policy_line.policy == "tenant-b/deny-by-default"
+    assert pod_line.prefix == ""
+    logemu = parse_logemu_line((DATA / "syslogemu.log").read_text().splitlines()[2])
+    assert pod_line.packet_key == logemu.packet_key
+    assert pod_line.flags == frozenset({"SYN"})
+    assert (pod_line.in_interface, pod_line.mark) == ("cni0", 0)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ('{"timestamp": "2026', "not JSON"),
+        ("[1, 2]", "not an object"),
+        ('{"src_ip": "10.0.0.1", "dest_ip": "10.0.0.2"}', "ip.protocol"),
+        ('{"ip.protocol": 6, "src_ip": "x", "dest_ip": "10.0.0.2"}', "src_ip"),
+        ('{"ip.protocol": "six", "src_ip": "10.0.0.1", "dest_ip": "10.0.0.2"}', "ip.protocol"),
+    ],
+)
+def test_bad_json_lines_raise_a_parse_error_naming_the_field(line, reason):
+    with pytest.raises(LogParseError, match=reason):
+        parse_json_line(line)
+
+
+def test_read_records_counts_garbled_lines_and_never_crashes():
+    records, stats = read_records([DATA / "syslogemu.log", DATA / "ulogd.json"])
+    assert stats.lines == 11
+    assert stats.garbled == 3
+    assert len(records) == stats.records == 8
+    assert any("syslogemu.log:6" in sample for sample in stats.garbled_samples)
+    assert any("ulogd.json:3" in sample for sample in stats.garbled_samples)
+    assert records[0].origin.endswith("syslogemu.log:1")
+
+
+def test_rotated_and_gzipped_files_read_in_the_order_they_were_written(tmp_path):
+    text = (DATA / "syslogemu.log").read_bytes()
+    (tmp_path / "syslogemu.log").write_bytes(text)
+    shutil.copy(DATA / "syslogemu.log", tmp_path / "syslogemu.log.1")
+    with gzip.open(tmp_path / "syslogemu.log.2.gz", "wb") as packed:
+        packed.write(text)
+    names = sorted(tmp_path.iterdir())
+    ordered = sorted(names, key=rotation_order)
+    assert [path.name for path in ordered] == [
+        "syslogemu.log.2.gz",
+        "syslogemu.log.1",
+        "syslogemu.log",
+    ]
+    records, stats = read_records(ordered)
+    assert stats.records == 3 * 6
+    assert stats.garbled == 3 * 2
+    assert records[0].origin == f"{tmp_path / 'syslogemu.log.2.gz'}:1"
+
+
+def test_a_truncated_gzip_keeps_what_was_read_and_reports_it(tmp_path):
+    packed = gzip.compress((DATA / "syslogemu.log").read_bytes() * 50)
+    broken = tmp_path / "syslogemu.log.3.gz"
+    broken.write_bytes(packed[: len(packed) // 2])
+    records, stats = read_records([broken])
+    assert records
+    assert any("file ends badly" in sample for sample in stats.garbled_samples)
+
+
+def test_a_missing_file_is_an_error_naming_it(tmp_path):
+    with pytest.raises(logs.LogFileError, match=r"nope\.log"):
+        read_records([tmp_path / "nope.log"])
+
+
+def test_lines_of_one_packet_join_into_one_event_and_real_means_the_pod_chain_line():
+    records, _ = read_records([DATA / "syslogemu.log"])
+    events = drop_events(records)
+    assert [len(event.records) for event in events] == [3, 1, 1, 1]
+    blocked, false_drop, retry, udp = events
+    assert blocked.policies == ("tenant-b/deny-by-default", "tenant-b/allow-monitoring")
+    assert blocked.real
+    assert blocked.policy == "tenant-b/deny-by-default"
+    assert (blocked.source, blocked.destination, blocked.destination_port) == (
+        "10.42.1.10",
+        "10.42.0.20",
+        80,
+    )
+    assert not false_drop.real
+    assert false_drop.policies == ("tenant-b/deny-by-default",)
+    assert retry.real
+    assert retry.policies == ()
+    assert retry.ip_id == 50379
+    assert udp.real
+    assert udp.protocol == "UDP"
+
+
+def test_a_repeated_policy_line_starts_a_new_packet():
+    line = SEED_LINE.replace("  IN=", " DROP by policy a/p IN=")
+    records = [parse_logemu_line(line, f"f:{n}") for n in (1, 2)]
+    events = drop_events(records)
+    assert [event.origins for event in events] == [("f:1",), ("f:2",)]
+    assert not any(event.real for event in events)
+
+
+def test_interleaved_packets_still_join_by_key():
+    one = SEED_LINE.replace("  IN=", " DROP by policy a/p IN=")
+    other = one.replace("ID=50378", "ID=1")
+    lines = [one, other, SEED_LINE, SEED_LINE.replace("ID=50378", "ID=1")]
+    events = drop_events(parse_logemu_line(line, f"f:{n}") for n, line in enumerate(lines, 1))
+    assert [event.origins for event in events] == [("f:1", "f:3"), ("f:2", "f:4")]
+    assert all(event.real for event in events)
+
+
+def test_a_group_whose_pod_chain_line_never_comes_closes_after_the_window():
+    lonely = parse_logemu_line(SEED_LINE.replace("  IN=", " DROP by policy a/p IN="), "f:1")
+    late = parse_logemu_line(SEED_LINE, "f:99")
+    filler = [parse_logemu_line(SEED_LINE.replace("ID=50378", f"ID={n}"), "f:x") for n in range(10)]
+    events = drop_events([lonely, *filler, late], window=5)
+    assert events[0].origins == ("f:1",)
+    assert not events[0].real
+    assert events[-1].origins == ("f:99",)
+    assert events[-1].real
+
+
+def _enricher():
+    return Enricher(logs.load_snapshot([DATA / "pods.json", DATA / "policies.yaml"]))
+
+
+def test_enrichment_names_pods_and_flags_what_the_model_allows():
+    records, _ = read_records([DATA / "syslogemu.log"])
+    views = [_enricher().view(event) for event in drop_events(records)]
+    blocked, false_drop = views[0], views[1]
+    assert (blocked.source_pod, blocked.destination_pod) == ("tenant-a/client", "tenant-b/web")
+    assert blocked.expected == "denied"
+    assert not blocked.flagged
+    assert blocked.verdict == "drop"
+    assert false_drop.source_pod == "monitoring/prometheus"
+    assert false_drop.expected == "allowed"
+    assert false_drop.flagged
+    assert false_drop.verdict == "false drop"
+    document = false_drop.to_dict()
+    assert document["flagged"] is True
+    assert document["policy"] == "tenant-b/deny-by-default"
+
+
+def test_without_policies_there_is_no_expectation():
+    enricher = Enricher(logs.load_snapshot([DATA / "pods.json"]))
+    records, _ = read_records([DATA / "syslogemu.log"])
+    view = enricher.view(drop_events(records)[0])
+    assert view.destination_pod == "tenant-b/web"
+    assert view.expected is None
+
+
+def test_filters_by_namespace_pod_policy_and_time():
+    records, _ = read_records([DATA / "syslogemu.log"])
+    views = [_enricher().view(event) for event in drop_events(records)]
+
+    def kept(**criteria):
+        return [index for index, view in enumerate(views) if EventFilter(**criteria).accepts(view)]
+
+    assert kept(namespace="monitoring") == [1]
+    assert kept(pod="tenant-a/client") == [0, 2, 3]
+    assert kept(policy="tenant-b/allow-monitoring") == [0]
+    now = datetime(2026, 11, 27, 12, 0)
+    assert kept(since=parse_time_bound("10:04", now)) == [3]
+    assert kept(until=parse_time_bound("2026-11-27T10:00:01", now)) == [0]
+
+
+def test_a_policy_cut_to_48_characters_matches_the_full_name():
+    full = "a-very-long-namespace-name/" + "p" * 40
+    assert logs.policy_matches(full, full[:48])
+    assert not logs.policy_matches(full, full[:20])
+
+
+def test_time_bounds_accept_iso_clock_and_relative_forms():
+    now = datetime(2026, 11, 27, 12, 0, 0)
+    assert parse_time_bound("2h", now) == datetime(2026, 11, 27, 10, 0, 0)
+    assert parse_time_bound("09:30", now) == datetime(2026, 11, 27, 9, 30)
+    assert parse_time_bound("2026-11-27T08:00:00", now) == datetime(2026, 11, 27, 8, 0)
+    with pytest.raises(ValueError, match="yesterday"):
+        parse_time_bound("yesterday", now)
+
+
+def test_logemu_stamps_get_the_year_that_keeps_them_in_the_past():
+    record = parse_logemu_line(SEED_LINE.replace("Mar  7", "Dec 31"))
+    moment = logs.record_datetime(record, now=datetime(2027, 1, 1, 0, 5))
+    assert moment == datetime(2026, 12, 31, 9, 35, 43)
+
+
+def test_json_iso_stamps_become_local_time():
+    record = parse_json_line((DATA / "ulogd.json").read_text().splitlines()[0])
+    moment = logs.record_datetime(record)
+    expected = datetime.fromisoformat("2026-11-27T10:00:01.123456+00:00").astimezone()
+    assert moment == expected.replace(tzinfo=None)
+
+
+def test_summary_ranks_flows_by_events_and_counts_false_drops():
+    records, _ = read_records([DATA / "syslogemu.log"])
+    views = [_enricher().view(event) for event in drop_events(records)]
+    flows = summarize(views)
+    assert (flows[0].source, flows[0].destination, flows[0].events, flows[0].real) == (
+        "tenant-a/client",
+        "tenant-b/web",
+        2,
+        2,
+    )
+    false_flow = next(flow for flow in flows if flow.source == "monitoring/prometheus")
+    assert (false_flow.events, false_flow.real, false_flow.flagged) == (1, 0, 1)
+    assert len(summarize(views, top=1)) == 1
+
+
+def test_follow_reads_appended_lines_across_rotation(tmp_path):
+    path = tmp_path / "syslogemu.log"
+    path.write_text("")
+    stats = logs.ParseStats()
+    stop = threading.Event()
+    seen: list[str] = []
+    lines = (DATA / "syslogemu.log").read_text().splitlines(keepends=True)
+
+    def consume():
+        for record in logs.follow_records(
+            [path], stats, from_start=True, poll_interval=0.02, should_stop=stop.is_set
+        ):
+            if record is not None:
+                seen.append(record.origin)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    try:
+        with open(path, "a") as out:
+            out.write(lines[0])
+            out.write(lines[1][:40])
+            out.flush()
+            _wait_for(lambda: len(seen) == 1)
+            out.write(lines[1][40:])
+        _wait_for(lambda: len(seen) == 2)
+        path.rename(tmp_path / "syslogemu.log.1")
+        path.write_text(lines[2])
+        _wait_for(lambda: len(seen) == 3)
+    finally:
+        stop.set()
+        reader.join(timeout=5)
+    assert seen == [f"{path}:1", f"{path}:2", f"{path}:1"]
+
+
+def _wait_for(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.01)
+
+
+def _benchmark_module():
+    path = Path(__file__).parent.parent / "benchmarks" / "bench_logs.py"
+    spec = importlib.util.spec_from_file_location("bench_logs", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_data_parses_without_garbled_lines_and_joins(tmp_path):
+    path = tmp_path / "syslogemu.log"
+    _benchmark_module().write_synthetic(path, 3000)
+    records, stats = read_records([path])
+    assert (stats.lines, stats.garbled) == (3000, 0)
+    events = drop_events(records)
+    assert sum(len(event.records) for event in events) == 3000
+    assert sum(event.real for event in events) > 0.8 * len(events)
