@@ -250,6 +250,10 @@ def test_errors_inside_a_list_name_the_item(tmp_path: Path) -> None:
         ("kind: Pod\nmetadata: {name: a\n", r"bad\.yaml: malformed YAML: line \d+, column \d+: "),
         ("- just\n- a list\n", r"bad\.yaml: document 1: expected a mapping, got a list"),
         (
+            "kind: Pod\nmetadata:\n  name: a\n  labels: {}\n  name: b\n",
+            r"bad\.yaml: malformed YAML: line 5, column 3: duplicate key 'name'",
+        ),
+        (
             "kind: Pod\nmetadata: {namespace: x}\n",
             r"bad\.yaml: document 1 \(Pod\): metadata\.name: expected a non-empty string",
         ),

@@ -32,7 +32,25 @@ _LIST_KINDS = ("List", "NamespaceList", "PodList", "NetworkPolicyList")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _YamlLoader(_BASE_YAML_LOADER):  # type: ignore[misc]
+    """Safe loading (libyaml's parser when present) that refuses duplicate mapping keys,
+    which plain YAML loading would resolve silently by keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key_node, _value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                )
+            seen.add(key_node.value)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 class ManifestError(ValueError):
@@ -155,7 +173,7 @@ def cluster_from_documents(documents: Iterable[Mapping[str, Any]], source: str) 
 
 def _parse_yaml(text: str, source: str) -> list[tuple[str, Mapping[str, Any], str]]:
     try:
-        raw_documents = list(yaml.load_all(text, Loader=_YAML_LOADER))
+        raw_documents = list(yaml.load_all(text, Loader=_YamlLoader))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         problem = getattr(error, "problem", None) or str(error)
