@@ -298,3 +298,15 @@ def test_progress_off_a_terminal_prints_plays_and_failures_only(
         "PLAY Fail on purpose for the runner tests",
         "FAILED node-a: Fail with a message the test looks for.",
     ]
+
+
+def test_relative_netpol_artifacts_dir_is_taken_from_the_current_directory(
+    artifacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke("verify", "-e", "netpol_artifacts_dir=relative-artifacts", "--json")
+    assert result.exit_code == ExitCode.OK, result.output
+    assert (tmp_path / "relative-artifacts" / "report.json").is_file()
+    assert json.loads(result.stdout)["report_path"] == str(
+        tmp_path / "relative-artifacts" / "report.json"
+    )

@@ -328,6 +328,11 @@ def run_with_progress(
             raise usage_error(str(error)) from error
         except OSError as error:
             raise CommandError(f"{playbook}: could not start ansible-playbook: {error}") from error
+        except KeyboardInterrupt as error:
+            raise CommandError(
+                f"{playbook}: interrupted; the nodes may be half-configured: run the command "
+                "again to finish (the playbooks are idempotent)"
+            ) from error
 
 
 def print_run_result(result: RunResult, console: Console | None = None) -> None:

@@ -154,6 +154,16 @@ def _run_and_report(
 ) -> None:
     options = PlaybookOptions.from_params(params)
     artifacts_dir = artifacts_dir_for(options, params.get("artifacts_dir"))
+    if "netpol_artifacts_dir" in options.extra_vars:
+        # Ansible runs in the project directory: hand it the path as resolved from here.
+        options.extra_vars["netpol_artifacts_dir"] = str(artifacts_dir)
+    try:
+        artifacts_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise usage_error(
+            f"artifacts directory {artifacts_dir}: cannot create it ({error.strerror}); "
+            f"choose another with --artifacts-dir or ${ARTIFACTS_DIR_ENV}"
+        ) from error
     started = time.time()
     results = _run_sequence(command, playbooks, options, artifacts_dir)
     report: dict[str, Any] | None = None
