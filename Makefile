@@ -6,6 +6,8 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export CONTAINERS_CONF := $(CURDIR)/.cache/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
+# Controller-side files (rendered bundle, compiled lab rules, fetched logs, the report).
+export K3S_NETPOL_ARTIFACTS_DIR ?= $(CURDIR)/artifacts
 
 .PHONY: help setup lab lab-down test lint pytest molecule bench
 
