@@ -30,3 +30,6 @@ main.add_command(_expect_command)
 from k3s_netpol.cli.logs import logs_command as _logs_command  # noqa: E402
 
 main.add_command(_logs_command)
+from k3s_netpol.cli.lab import lab as _lab_command  # noqa: E402
+
+main.add_command(_lab_command)

@@ -1,0 +1,227 @@
+"""`k3s-netpol lab compile | up | verify | down`: the lab, kube-router's enforcement rehearsed
+on this machine (see docs/lab.md)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from k3s_netpol.cli._common import (
+    ExitCode,
+    PlaybookOptions,
+    emit_json,
+    playbook_options,
+    print_run_result,
+    run_with_progress,
+    stderr_console,
+    usage_error,
+)
+from k3s_netpol.cli.run import REPORT_NAME, artifacts_dir_for, load_verify_report
+from k3s_netpol.lab import (
+    BRIDGE_ADDRESS,
+    DEFAULT_SYNC_VERSION,
+    LabError,
+    compile_lab,
+    write_compiled,
+)
+from k3s_netpol.model import ManifestError, load_manifests
+from k3s_netpol.runner import ARTIFACTS_DIR_ENV, RunResult, project_root
+
+LAB_INVENTORY = "inventory/lab.yml"
+UP_PLAYBOOKS = (
+    "playbooks/lab_nodes.yml",
+    "playbooks/ulogd.yml",
+    "playbooks/policies.yml",
+    "playbooks/lab.yml",
+)
+VERIFY_PLAYBOOKS = ("playbooks/verify.yml",)
+DOWN_PLAYBOOKS = ("playbooks/lab_down.yml",)
+
+
+@click.group("lab")
+def lab() -> None:
+    """The lab: pods as network namespaces on cni0 in a systemd container, real nginx and
+    ulogd2, and the policies compiled into kube-router's ipsets and iptables rules."""
+
+
+@lab.command(
+    "compile",
+    epilog="""\b
+Examples:
+  k3s-netpol lab compile -f artifacts/bundle.yaml -f workloads.yaml \\
+      --node k3s-netpol-lab --out artifacts/lab
+""",
+)
+@click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Manifests: Namespaces, Pods (status.podIP), NetworkPolicies; repeatable.",
+)
+@click.option("--node", required=True, help="The lab node's name (pods without nodeName go here).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for ipset.restore, iptables.rules and lab.json.",
+)
+@click.option(
+    "--bridge-address",
+    default=BRIDGE_ADDRESS,
+    show_default=True,
+    help="cni0's address/prefix; every local pod IP must be a host of this network.",
+)
+@click.option("--netns-prefix", default="", help="Prefix of the pods' network namespace names.")
+@click.option(
+    "--sync-version",
+    default=DEFAULT_SYNC_VERSION,
+    show_default=True,
+    help="Stands for kube-router's sync timestamp in the chain-name hashes.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def compile_command(
+    files: tuple[Path, ...],
+    node: str,
+    out_dir: Path,
+    bridge_address: str,
+    netns_prefix: str,
+    sync_version: str,
+    as_json: bool,
+) -> None:
+    """Compile manifests into the lab node's ipsets, filter table and lab.json.
+
+    Files are rewritten only when their content changes (the output is deterministic).
+    Exit codes: 0 ok, 2 bad input (the message names the file and the field).
+    """
+    for path in files:
+        if not path.is_file():
+            raise usage_error(f"{path}: no such file")
+    try:
+        cluster = load_manifests(list(files))
+        compiled = compile_lab(
+            cluster,
+            node,
+            bridge_address=bridge_address,
+            netns_prefix=netns_prefix,
+            sync_version=sync_version,
+        )
+    except (ManifestError, LabError) as error:
+        raise usage_error(str(error)) from error
+    changed = write_compiled(compiled, out_dir)
+    console = stderr_console()
+    for warning in compiled.warnings:
+        console.print(f"[yellow]warning[/yellow]: {warning}", markup=True, highlight=False)
+    summary = {
+        "out": str(out_dir),
+        "changed": [path.name for path in changed],
+        "pods": len(compiled.lab["pods"]),
+        "probes": len(compiled.lab["probes"]),
+        "warnings": list(compiled.warnings),
+    }
+    if as_json:
+        emit_json(summary)
+    else:
+        state = f"wrote {', '.join(path.name for path in changed)}" if changed else "unchanged"
+        click.echo(f"{out_dir}: {state} ({summary['pods']} pods, {summary['probes']} probes)")
+
+
+def _lab_options(params: dict[str, Any]) -> PlaybookOptions:
+    options = PlaybookOptions.from_params(params)
+    if options.inventory is None:
+        options.inventory = project_root() / LAB_INVENTORY
+    return options
+
+
+def _run(command: str, playbooks: tuple[str, ...], params: dict[str, Any]) -> list[RunResult]:
+    options = _lab_options(params)
+    artifacts_dir = artifacts_dir_for(options, params.get("artifacts_dir"))
+    results: list[RunResult] = []
+    for playbook in playbooks:
+        result = run_with_progress(
+            playbook,
+            options,
+            title=f"k3s-netpol lab {command}: {playbook}",
+            envvars={ARTIFACTS_DIR_ENV: str(artifacts_dir)},
+        )
+        print_run_result(result)
+        results.append(result)
+        if not result.ok:
+            break
+    return results
+
+
+def _exit(command: str, params: dict[str, Any], results: list[RunResult], report: Any) -> None:
+    ok = all(result.ok for result in results)
+    code = ExitCode.OK if ok else ExitCode.RUN_FAILED
+    if ok and isinstance(report, dict) and not report.get("ok"):
+        code = ExitCode.MISMATCH
+    if params.get("as_json"):
+        emit_json(
+            {
+                "command": f"lab {command}",
+                "ok": code == ExitCode.OK,
+                "exit_code": int(code),
+                "runs": [result.to_dict() for result in results],
+                "report": report,
+            }
+        )
+    click.get_current_context().exit(int(code))
+
+
+_artifacts_option = click.option(
+    "--artifacts-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Controller-side artifacts directory (default: ${ARTIFACTS_DIR_ENV}, else ./artifacts).",
+)
+
+
+@lab.command("up")
+@_artifacts_option
+@playbook_options
+def up_command(**params: Any) -> None:
+    """Create the lab node container, install ulogd2, render the bundle, build the lab.
+
+    Runs playbooks/lab_nodes.yml, ulogd.yml, policies.yml and lab.yml on inventory/lab.yml
+    (or -i). Exit codes: 0 ok, 2 usage error, 3 run failed.
+    """
+    _exit("up", params, _run("up", UP_PLAYBOOKS, params), None)
+
+
+@lab.command("verify")
+@_artifacts_option
+@playbook_options
+def verify_command(**params: Any) -> None:
+    """Probe every pod pair in the lab and check the drop logs (playbooks/verify.yml).
+
+    Exit codes: 0 as expected and logged, 1 mismatch, 2 usage error, 3 run failed.
+    """
+    started = time.time()
+    results = _run("verify", VERIFY_PLAYBOOKS, params)
+    report = None
+    if all(result.ok for result in results) and not params.get("check"):
+        options = _lab_options(params)
+        report_path = artifacts_dir_for(options, params.get("artifacts_dir")) / REPORT_NAME
+        report = load_verify_report(report_path, not_before=started)
+        if not params.get("as_json"):
+            click.echo(json.dumps({"ok": report.get("ok"), "report": str(report_path)}))
+    _exit("verify", params, results, report)
+
+
+@lab.command("down")
+@_artifacts_option
+@playbook_options
+def down_command(**params: Any) -> None:
+    """Remove the lab's node containers (playbooks/lab_down.yml).
+
+    Exit codes: 0 ok, 2 usage error, 3 run failed.
+    """
+    _exit("down", params, _run("down", DOWN_PLAYBOOKS, params), None)

@@ -1,0 +1,214 @@
+"""A lab node built on the bare host: the node is a network namespace holding cni0 and the
+compiled rules, each pod a namespace attached to it. Used by the kernel tests and the benchmark.
+
+Nothing here touches the host's own network namespace: every link, rule and set lives in
+namespaces named with a per-process prefix, all removed on close. The node side is set up by the
+role's own helper (roles/netpol_lab/files/netpol_lab_node.py, run with --node-netns), so the
+tests exercise the code the role runs. Pods serve TCP with a tiny Python server (the container
+lab runs real nginx); probes are curl run inside the source pod's namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from k3s_netpol.lab import CompiledLab, write_compiled
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_HELPER = ROOT / "roles" / "netpol_lab" / "files" / "netpol_lab_node.py"
+REQUIRED_TOOLS = ("ip", "ipset", "iptables-restore", "iptables-save", "curl", "sysctl")
+NODE_SYSCTLS = {
+    "net.bridge.bridge-nf-call-iptables": "1",
+    "net.ipv4.ip_forward": "1",
+    "net.ipv4.icmp_ratelimit": "0",
+}
+SERVER = r"""
+import socket, sys, threading
+listeners = []
+for port in sys.argv[1:]:
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", int(port)))
+    listener.listen(128)
+    listeners.append(listener)
+def serve(listener):
+    while True:
+        connection, _ = listener.accept()
+        try:
+            connection.recv(4096)
+            connection.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+        except OSError:
+            pass
+        finally:
+            connection.close()
+for listener in listeners:
+    threading.Thread(target=serve, args=(listener,), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+_COUNTER_LINE = re.compile(r"^\[(\d+):(\d+)\] -A (\S+) (.*)$")
+
+
+def missing_requirements() -> str | None:
+    """Why the kernel tests cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, iptables, ipset)"
+    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+    if missing:
+        return f"needs {', '.join(missing)} on PATH"
+    return None
+
+
+def require_root_tools() -> None:
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(f"lab kernel test skipped: {reason}")
+
+
+def run(command: Sequence[str], stdin: str | None = None) -> str:
+    result = subprocess.run(command, input=stdin, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)}: rc={result.returncode}: {result.stderr.strip()}")
+    return result.stdout
+
+
+class HostLab:
+    """One lab node on the host, as network namespaces with a common name prefix."""
+
+    def __init__(self, prefix: str, work_dir: Path) -> None:
+        self.prefix = prefix
+        self.node = f"{prefix}node"
+        self.work_dir = work_dir
+        self.compiled_dir = work_dir / "compiled"
+        self.state_dir = work_dir / "state"
+        self.servers: dict[str, subprocess.Popen[str]] = {}
+        self.lab: dict[str, Any] = {}
+        run(["ip", "netns", "add", self.node])
+        run(["ip", "-n", self.node, "link", "set", "lo", "up"])
+        # bridge-nf-call-iptables appears in a namespace once it has a bridge; the helper makes it.
+
+    def helper(self, *args: str) -> dict[str, Any]:
+        output = run([sys.executable, str(NODE_HELPER), *args, "--node-netns", self.node])
+        result: dict[str, Any] = json.loads(output)
+        return result
+
+    def apply(self, compiled: CompiledLab) -> dict[str, Any]:
+        """Write the compiled files, make the pods (idempotent) and load the rules."""
+        write_compiled(compiled, self.compiled_dir)
+        self.lab = dict(compiled.lab)
+        pods = self.helper(
+            "pods", str(self.compiled_dir / "lab.json"), "--state-dir", str(self.state_dir)
+        )
+        for key, value in NODE_SYSCTLS.items():
+            run(["ip", "netns", "exec", self.node, "sysctl", "-q", "-w", f"{key}={value}"])
+        self.helper("load", str(self.compiled_dir))
+        return pods
+
+    def pods(self) -> list[dict[str, Any]]:
+        return list(self.lab["pods"])
+
+    def start_servers(self, deadline_seconds: float = 10.0) -> None:
+        for pod in self.pods():
+            ports = sorted({str(p["port"]) for p in pod["ports"] if p["protocol"] == "TCP"})
+            if not ports or pod["netns"] in self.servers:
+                continue
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", pod["netns"], sys.executable, "-c", SERVER, *ports],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            self.servers[pod["netns"]] = process
+        deadline = time.monotonic() + deadline_seconds
+        for netns, process in self.servers.items():
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            if line.strip() != "ready" or time.monotonic() > deadline:
+                error = process.stderr.read() if process.stderr else ""
+                raise RuntimeError(f"server in {netns} did not start: {line!r} {error}")
+
+    def curl(self, source_netns: str, ip: str, port: int) -> bool:
+        result = subprocess.run(
+            [
+                *("ip", "netns", "exec", source_netns, "curl", "-s", "-o", "/dev/null"),
+                *("-w", "%{http_code}", "--connect-timeout", "3", "--max-time", "5"),
+                f"http://{ip}:{port}/",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return result.stdout.strip() == "200"
+
+    def probe(
+        self, probes: Iterable[Mapping[str, Any]], workers: int = 16
+    ) -> dict[tuple[str, str, int, str], bool]:
+        """curl every TCP probe from its source pod's namespace; True where HTTP 200 came back."""
+        by_key = {f"{p['namespace']}/{p['name']}": p for p in self.pods()}
+        jobs = [
+            (probe["from"], probe["to"], int(probe["port"]), probe["protocol"])
+            for probe in probes
+            if probe["protocol"] == "TCP"
+        ]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            verdicts = pool.map(
+                lambda job: self.curl(by_key[job[0]]["netns"], by_key[job[1]]["ip"], job[2]), jobs
+            )
+            return dict(zip(jobs, verdicts, strict=True))
+
+    def counters(self) -> list[tuple[int, str, str]]:
+        """(packets, chain, rule text) of every rule in the node's filter table."""
+        output = run(["ip", "netns", "exec", self.node, "iptables-save", "-c", "-t", "filter"])
+        rules = []
+        for line in output.splitlines():
+            match = _COUNTER_LINE.match(line)
+            if match:
+                rules.append((int(match.group(1)), match.group(3), match.group(4)))
+        return rules
+
+    def close(self) -> None:
+        for process in self.servers.values():
+            process.kill()
+            process.wait()
+        self.servers.clear()
+        if self.lab:
+            lab_json = self.compiled_dir / "lab.json"
+            run(
+                [
+                    sys.executable,
+                    str(NODE_HELPER),
+                    "down",
+                    str(lab_json),
+                    "--node-netns",
+                    self.node,
+                    "--state-dir",
+                    str(self.state_dir),
+                ]
+            )
+        run(["ip", "netns", "del", self.node])
+
+
+def pod_chain_counts(rules: Iterable[tuple[int, str, str]]) -> dict[str, int]:
+    """Packets that hit the pod chains' REJECT and unprefixed NFLOG rules, and the policy chains'
+    prefixed NFLOG rules, summed over chains."""
+    totals = {"reject": 0, "pod_nflog": 0, "policy_nflog": 0}
+    for packets, chain, rule in rules:
+        if chain.startswith("KUBE-POD-FW-") and "-j REJECT" in rule:
+            totals["reject"] += packets
+        elif chain.startswith("KUBE-POD-FW-") and "-j NFLOG" in rule:
+            totals["pod_nflog"] += packets
+        elif chain.startswith("KUBE-NWPLCY-") and "--nflog-prefix" in rule:
+            totals["policy_nflog"] += packets
+    return totals
