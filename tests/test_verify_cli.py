@@ -174,3 +174,38 @@ def test_udp_probes_are_skipped_with_a_note(inputs: dict[str, Path]) -> None:
     report = json.loads((inputs["out"] / "report.json").read_text())
     assert report["summary"]["probes"] == 4
     assert any("not on TCP" in note for note in report["notes"])
+
+
+def test_run_document_on_stdin_carries_results_and_logs(inputs: dict[str, Path]) -> None:
+    run_document = {
+        "results": [
+            {"from": src, "to": dst, "port": 80, "protocol": "TCP", "connected": ok}
+            for src, dst, ok in EXPECTED
+        ],
+        "logs": [{"node": "lab", "text": inputs["log"].read_text()}],
+    }
+    arguments = ["--expected", str(inputs["expected"]), "--run", "-", "--out", str(inputs["out"])]
+    result = CliRunner().invoke(report_command, arguments, input=json.dumps(run_document))
+    assert result.exit_code == 0, result.output
+    assert (inputs["out"] / "logs" / "lab.log").read_text() == inputs["log"].read_text()
+    assert json.loads((inputs["out"] / "report.json").read_text())["summary"]["logged"] == 2
+
+
+def test_run_document_with_a_bad_node_name_exits_2(inputs: dict[str, Path]) -> None:
+    run_document = {"results": [], "logs": [{"node": "../etc", "text": ""}]}
+    arguments = ["--expected", str(inputs["expected"]), "--run", "-", "--out", str(inputs["out"])]
+    result = CliRunner().invoke(report_command, arguments, input=json.dumps(run_document))
+    assert result.exit_code == 2
+    assert "logs[0].node" in result.output
+
+
+def test_namespace_option_keeps_only_probes_between_those_namespaces(
+    inputs: dict[str, Path],
+) -> None:
+    code, output = run(inputs, "--namespace", "sample1", "--namespace", "sample2")
+    assert code == 0, output
+    report = json.loads((inputs["out"] / "report.json").read_text())
+    assert {(row["from"], row["to"]) for row in report["rows"]} == {
+        (SAMPLE1, SAMPLE2),
+        (SAMPLE2, SAMPLE1),
+    }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import click
 import yaml
 
 from k3s_netpol.logs import DropEvent, LogFileError, LogRecord, drop_events, read_records
-from k3s_netpol.model import ManifestError, Probe, load_manifests
+from k3s_netpol.model import ManifestError, Probe, cluster_from_documents, load_manifests
 from k3s_netpol.verify import ProbeKey, Report, compare, probe_key, render_matrix, render_table
 
 EXIT_MISMATCH = 1
@@ -42,7 +44,7 @@ def _load_document(path: Path) -> Any:
         raise InputError(f"{path}: not JSON or YAML: {error}") from None
 
 
-def _field(path: Path, where: str, item: Mapping[str, Any], name: str, kind: type) -> Any:
+def _field(path: Path | str, where: str, item: Mapping[str, Any], name: str, kind: type) -> Any:
     if name not in item:
         raise InputError(f"{path}: {where}.{name}: missing")
     value = item[name]
@@ -53,7 +55,7 @@ def _field(path: Path, where: str, item: Mapping[str, Any], name: str, kind: typ
     return value
 
 
-def _probe_items(path: Path, document: Any, key: str) -> list[Mapping[str, Any]]:
+def _probe_items(path: Path | str, document: Any, key: str) -> list[Mapping[str, Any]]:
     items = document.get(key) if isinstance(document, Mapping) else document
     if not isinstance(items, list):
         raise InputError(f"{path}: {key}: expected a list of probes")
@@ -66,6 +68,10 @@ def _probe_items(path: Path, document: Any, key: str) -> list[Mapping[str, Any]]
 def load_expected(path: Path) -> tuple[list[Probe], Any]:
     """The probes of `{"probes": [{"from", "to", "port", "protocol", "allowed"}]}`."""
     document = _load_document(path)
+    return expected_probes(path, document), document
+
+
+def expected_probes(path: Path | str, document: Any) -> list[Probe]:
     probes = []
     for index, item in enumerate(_probe_items(path, document, "probes")):
         where = f"probes[{index}]"
@@ -78,7 +84,7 @@ def load_expected(path: Path) -> tuple[list[Probe], Any]:
                 allowed=_field(path, where, item, "allowed", bool),
             )
         )
-    return probes, document
+    return probes
 
 
 def load_observed(path: Path) -> dict[ProbeKey, bool]:
@@ -91,21 +97,29 @@ def load_observed(path: Path) -> dict[ProbeKey, bool]:
     stripped = text.lstrip()
     items: list[Mapping[str, Any]]
     if stripped.startswith(("[", "{")) and not _is_json_lines(stripped):
-        items = _probe_items(path, _load_document(path), "results")
-        label = "results"
-    else:
-        items = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"{path}: line {number}: not JSON: {error.msg}") from None
-            if not isinstance(item, dict):
-                raise InputError(f"{path}: line {number}: expected a JSON object")
-            items.append(item)
-        label = "line"
+        return observed_results(path, _load_document(path))
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path}: line {number}: not JSON: {error.msg}") from None
+        if not isinstance(item, dict):
+            raise InputError(f"{path}: line {number}: expected a JSON object")
+        items.append(item)
+    return _observations(path, items, "line")
+
+
+def observed_results(path: Path | str, document: Any) -> dict[ProbeKey, bool]:
+    """The observations of `{"results": [...]}` or of a plain list."""
+    return _observations(path, _probe_items(path, document, "results"), "results")
+
+
+def _observations(
+    path: Path | str, items: Sequence[Mapping[str, Any]], label: str
+) -> dict[ProbeKey, bool]:
     observed: dict[ProbeKey, bool] = {}
     for index, item in enumerate(items):
         where = f"{label}[{index}]" if label == "results" else f"line {index + 1}"
@@ -135,11 +149,11 @@ def _is_json_lines(text: str) -> bool:
     return True
 
 
-def load_pods(path: Path, document: Any | None = None) -> PodPlacement:
+def load_pods(path: Path | str, document: Any | None = None) -> PodPlacement:
     """Pod IPs and nodes from the lab's `{"pods": [{namespace, name, ip, node}]}` or from
     Kubernetes manifests (`kubectl get pods -A -o yaml`, a List, multi-document YAML)."""
     if document is None:
-        document = _load_document(path)
+        document = _load_document(Path(path))
     if isinstance(document, Mapping) and isinstance(document.get("pods"), list):
         ips: dict[str, str] = {}
         nodes: dict[str, str] = {}
@@ -157,7 +171,10 @@ def load_pods(path: Path, document: Any | None = None) -> PodPlacement:
                 nodes[key] = node
         return PodPlacement(ips, nodes)
     try:
-        cluster = load_manifests([path])
+        if document is not None:
+            cluster = cluster_from_documents([document], str(path))
+        else:
+            cluster = load_manifests([path])
     except ManifestError as error:
         raise InputError(str(error)) from None
     return PodPlacement(
@@ -199,6 +216,62 @@ def _on_node(record: LogRecord, node: str) -> LogRecord:
     return dataclasses.replace(record, node=node)
 
 
+@dataclasses.dataclass
+class RunDocument:
+    """What the netpol_verify role hands over in one piece: `{"results": [...], "logs": [{"node",
+    "text"}], "expected": {"probes": [...]}, "pods": ...}` (expected and pods optional)."""
+
+    observed: dict[ProbeKey, bool]
+    logs: list[tuple[str, str]]
+    expected: list[Probe] | None
+    pods: PodPlacement | None
+
+
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+
+
+def load_run(value: str) -> RunDocument:
+    label = "--run -" if value == "-" else value
+    if value == "-":
+        try:
+            document = yaml.safe_load(sys.stdin.read())
+        except yaml.YAMLError as error:
+            raise InputError(f"{label}: not JSON or YAML: {error}") from None
+    else:
+        document = _load_document(Path(value))
+    if not isinstance(document, Mapping):
+        raise InputError(f"{label}: expected a mapping with `results` and `logs`")
+    logs = []
+    for index, entry in enumerate(document.get("logs") or []):
+        where = f"logs[{index}]"
+        if not isinstance(entry, Mapping):
+            raise InputError(f"{label}: {where}: expected a mapping with `node` and `text`")
+        node = _field(label, where, entry, "node", str)
+        if not _NODE_NAME.match(node):
+            raise InputError(f"{label}: {where}.node: {node!r} is not a node name")
+        logs.append((node, _field(label, where, entry, "text", str)))
+    expected = document.get("expected")
+    pods = document.get("pods")
+    return RunDocument(
+        observed=observed_results(label, document),
+        logs=logs,
+        expected=expected_probes(f"{label}: expected", expected) if expected is not None else None,
+        pods=load_pods(f"{label}: pods", pods) if pods is not None else None,
+    )
+
+
+def save_run_logs(logs: Sequence[tuple[str, str]], out: Path) -> list[tuple[str | None, Path]]:
+    """Write the log portions of a run as `<out>/logs/<node>.log`, to be read like any log."""
+    directory = out / "logs"
+    directory.mkdir(parents=True, exist_ok=True)
+    saved: list[tuple[str | None, Path]] = []
+    for node, text in logs:
+        path = directory / f"{node}.log"
+        path.write_text(text, encoding="utf-8")
+        saved.append((node, path))
+    return saved
+
+
 def build_report(
     expected: Sequence[Probe],
     observed: Mapping[ProbeKey, bool],
@@ -232,16 +305,14 @@ def write_report(report: Report, out: Path) -> tuple[Path, Path]:
 @click.option(
     "--expected",
     "expected_path",
-    required=True,
     type=click.Path(path_type=Path, dir_okay=False),
-    help='Expected probes: `k3s-netpol expect -o json` output, {"probes": [...]}.',
+    help='Expected probes: `k3s-netpol expect -o json` output, {"probes": [...]}, or lab.json.',
 )
 @click.option(
     "--observed",
     "observed_path",
-    required=True,
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Probe results, JSON lines: from, to, port, protocol, connected.",
+    help='Probe results: JSON lines or {"results": [...]}; from, to, port, protocol, connected.',
 )
 @click.option(
     "--log",
@@ -258,6 +329,19 @@ def write_report(report: Report, out: Path) -> tuple[Path, Path]:
     "(default: the expected file's `pods`).",
 )
 @click.option(
+    "--run",
+    "run_source",
+    metavar="FILE|-",
+    help="One document with results, logs ([{node, text}]) and optionally expected and pods, "
+    "as the netpol_verify role hands it over; its logs are saved as OUT/logs/NODE.log.",
+)
+@click.option(
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Check only probes between pods of these namespaces (repeatable; default: all).",
+)
+@click.option(
     "--protocol",
     "protocols",
     multiple=True,
@@ -272,10 +356,12 @@ def write_report(report: Report, out: Path) -> tuple[Path, Path]:
     help="Directory for report.json and report.txt.",
 )
 def report_command(
-    expected_path: Path,
-    observed_path: Path,
+    expected_path: Path | None,
+    observed_path: Path | None,
     logs: tuple[str, ...],
     pods_path: Path | None,
+    run_source: str | None,
+    namespaces: tuple[str, ...],
     protocols: tuple[str, ...],
     out: Path,
 ) -> None:
@@ -283,26 +369,51 @@ def report_command(
 
     A row is ok when the probe's outcome is the expected one, a blocked probe left the pod
     chain's drop line (SRC, DST, DPT, PROTO) on the node hosting the destination pod, and an
-    allowed probe left none. Exits 1 when any row is not ok.
+    allowed probe left none. Exits 1 when any row is not ok, 2 on bad input.
 
     \b
-    Example:
+    Examples:
       k3s-netpol report --expected expected.json --observed observed.jsonl \\
           --log node1=node1.log --pods lab.json --out artifacts/
+      k3s-netpol report --expected lab.json --run - --out artifacts/ < run.json
     """
-    expected, expected_document = load_expected(expected_path)
-    observed = load_observed(observed_path)
+    run = load_run(run_source) if run_source is not None else None
+    expected_document: Any = None
+    if expected_path is not None:
+        expected, expected_document = load_expected(expected_path)
+    elif run is not None and run.expected is not None:
+        expected = run.expected
+    else:
+        raise InputError("--expected: needed (or `expected` in the --run document)")
+    if observed_path is not None:
+        observed = load_observed(observed_path)
+    elif run is not None:
+        observed = run.observed
+    else:
+        raise InputError("--observed: needed (or --run)")
     if pods_path is not None:
         pods = load_pods(pods_path)
+    elif run is not None and run.pods is not None:
+        pods = run.pods
     elif isinstance(expected_document, Mapping) and "pods" in expected_document:
-        pods = load_pods(expected_path, expected_document)
+        pods = load_pods(str(expected_path), expected_document)
     else:
-        raise InputError(f"--pods: needed, {expected_path} has no `pods` with the pods' IPs")
-    events, notes = load_events(parse_log_argument(value) for value in logs)
+        raise InputError("--pods: needed: nothing else gives the pods' IPs")
+    if namespaces:
+        wanted = set(namespaces)
+        expected = [
+            probe
+            for probe in expected
+            if probe.source.split("/")[0] in wanted and probe.destination.split("/")[0] in wanted
+        ]
+    log_files = [parse_log_argument(value) for value in logs]
+    if run is not None:
+        log_files += save_run_logs(run.logs, out)
+    events, notes = load_events(log_files)
     try:
         report = build_report(expected, observed, events, pods, protocols, notes)
     except ValueError as error:
-        raise InputError(f"{pods_path or expected_path}: {error}") from None
+        raise InputError(f"{pods_path or expected_path or run_source}: {error}") from None
     json_path, text_path = write_report(report, out)
     click.echo(render_matrix(report), nl=False)
     click.echo(f"wrote {json_path} and {text_path}")
