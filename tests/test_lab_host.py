@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
@@ -120,53 +121,72 @@ class HostLab:
         return list(self.lab["pods"])
 
     def start_servers(self, deadline_seconds: float = 10.0) -> None:
+        """One server per pod namespace on the pod's TCP ports; waits until each says ready."""
+        started: dict[str, subprocess.Popen[str]] = {}
         for pod in self.pods():
             ports = sorted({str(p["port"]) for p in pod["ports"] if p["protocol"] == "TCP"})
             if not ports or pod["netns"] in self.servers:
                 continue
-            process = subprocess.Popen(
+            started[pod["netns"]] = self.servers[pod["netns"]] = subprocess.Popen(
                 ["ip", "netns", "exec", pod["netns"], sys.executable, "-c", SERVER, *ports],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            self.servers[pod["netns"]] = process
         deadline = time.monotonic() + deadline_seconds
-        for netns, process in self.servers.items():
+        for netns, process in started.items():
             assert process.stdout is not None
-            line = process.stdout.readline()
-            if line.strip() != "ready" or time.monotonic() > deadline:
+            remaining = max(0.0, deadline - time.monotonic())
+            readable, _, _ = select.select([process.stdout], [], [], remaining)
+            line = process.stdout.readline() if readable else ""
+            if line.strip() != "ready":
+                process.kill()
                 error = process.stderr.read() if process.stderr else ""
                 raise RuntimeError(f"server in {netns} did not start: {line!r} {error}")
 
-    def curl(self, source_netns: str, ip: str, port: int) -> bool:
+    @staticmethod
+    def curl(source_netns: str, urls: Sequence[str]) -> dict[str, bool]:
+        """One curl in the source pod's namespace fetching every URL in parallel; True where
+        HTTP 200 came back."""
+        arguments: list[str] = []
+        for url in urls:
+            arguments += ["-o", "/dev/null", url]
         result = subprocess.run(
             [
-                *("ip", "netns", "exec", source_netns, "curl", "-s", "-o", "/dev/null"),
-                *("-w", "%{http_code}", "--connect-timeout", "3", "--max-time", "5"),
-                f"http://{ip}:{port}/",
+                *("ip", "netns", "exec", source_netns, "curl", "-s", "--parallel"),
+                *("--parallel-max", "64", "--connect-timeout", "3", "--max-time", "5"),
+                *("-w", "%{url} %{http_code}\\n", *arguments),
             ],
             capture_output=True,
             text=True,
             check=False,
         )
-        return result.stdout.strip() == "200"
+        codes = dict(line.split() for line in result.stdout.splitlines() if line.strip())
+        return {url: codes.get(url) == "200" for url in urls}
 
-    def probe(
-        self, probes: Iterable[Mapping[str, Any]], workers: int = 16
-    ) -> dict[tuple[str, str, int, str], bool]:
-        """curl every TCP probe from its source pod's namespace; True where HTTP 200 came back."""
+    def probe(self, probes: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, int, str], bool]:
+        """curl every TCP probe from its source pod's namespace (one curl per source pod)."""
         by_key = {f"{p['namespace']}/{p['name']}": p for p in self.pods()}
-        jobs = [
-            (probe["from"], probe["to"], int(probe["port"]), probe["protocol"])
-            for probe in probes
-            if probe["protocol"] == "TCP"
-        ]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            verdicts = pool.map(
-                lambda job: self.curl(by_key[job[0]]["netns"], by_key[job[1]]["ip"], job[2]), jobs
+        urls: dict[tuple[str, str, int, str], str] = {}
+        by_source: dict[str, list[str]] = {}
+        for probe in probes:
+            if probe["protocol"] != "TCP":
+                continue
+            key = (probe["from"], probe["to"], int(probe["port"]), probe["protocol"])
+            urls[key] = f"http://{by_key[probe['to']]['ip']}:{probe['port']}/"
+            by_source.setdefault(probe["from"], []).append(urls[key])
+        with ThreadPoolExecutor(max_workers=max(1, len(by_source))) as pool:
+            results = dict(
+                zip(
+                    by_source,
+                    pool.map(
+                        lambda source: self.curl(by_key[source]["netns"], by_source[source]),
+                        by_source,
+                    ),
+                    strict=True,
+                )
             )
-            return dict(zip(jobs, verdicts, strict=True))
+        return {key: results[key[0]][url] for key, url in urls.items()}
 
     def counters(self) -> list[tuple[int, str, str]]:
         """(packets, chain, rule text) of every rule in the node's filter table."""
