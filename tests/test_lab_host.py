@@ -98,7 +98,6 @@ class HostLab:
         self.lab: dict[str, Any] = {}
         run(["ip", "netns", "add", self.node])
         run(["ip", "-n", self.node, "link", "set", "lo", "up"])
-        # bridge-nf-call-iptables appears in a namespace once it has a bridge; the helper makes it.
 
     def helper(self, *args: str) -> dict[str, Any]:
         output = run([sys.executable, str(NODE_HELPER), *args, "--node-netns", self.node])
@@ -109,11 +108,10 @@ class HostLab:
         """Write the compiled files, make the pods (idempotent) and load the rules."""
         write_compiled(compiled, self.compiled_dir)
         self.lab = dict(compiled.lab)
+        sysctls = [f"--sysctl={key}={value}" for key, value in NODE_SYSCTLS.items()]
         pods = self.helper(
-            "pods", str(self.compiled_dir / "lab.json"), "--state-dir", str(self.state_dir)
+            "pods", str(self.compiled_dir / "lab.json"), "--state-dir", str(self.state_dir), *sysctls
         )
-        for key, value in NODE_SYSCTLS.items():
-            run(["ip", "netns", "exec", self.node, "sysctl", "-q", "-w", f"{key}={value}"])
         self.helper("load", str(self.compiled_dir))
         return pods
 

@@ -129,6 +129,7 @@ class LabPod:
                 for port in self.ports
             ],
             "node": self.node,
+            "tcp_ports": sorted({port.port for port in self.ports if port.protocol == "TCP"}),
         }
 
 

@@ -4,13 +4,15 @@
 Runs on the lab node with the standard library only (the node has python3, iproute2, ipset and
 iptables; not the k3s_netpol package). Reads what `k3s-netpol lab compile` wrote:
 
-    netpol_lab_node.py pods LAB_JSON   [--check] [--node-netns NS] [--state-dir DIR]
+    netpol_lab_node.py pods LAB_JSON   [--sysctl KEY=VALUE ...] [--check] [--node-netns NS]
+                                       [--state-dir DIR]
     netpol_lab_node.py load COMPILED_DIR         [--node-netns NS]
     netpol_lab_node.py down LAB_JSON             [--node-netns NS] [--state-dir DIR]
 
-`pods` makes the bridge and, per pod, a network namespace with a veth pair (eth0 in the pod with
-its IP and a default route via the bridge; the node side enslaved to the bridge), touching only
-what is missing or wrong; namespaces it made for pods no longer listed are removed. `load`
+`pods` makes the bridge, sets the node's sysctls (net.bridge.* exists once a bridge does),
+and per pod a network namespace with a veth pair (eth0 in the pod with its IP and a default
+route via the bridge; the node side enslaved to the bridge), touching only what is missing or
+wrong; namespaces it made for pods no longer listed are removed. `load`
 swaps the ipsets in (ipset restore), replaces the filter table in one transaction
 (iptables-restore, after a --test pass), then destroys KUBE-SRC-/KUBE-DST- sets that the new
 rules no longer use. Each prints one JSON line: {"changed": bool, "actions": [...]}, and exits
@@ -151,12 +153,25 @@ def ensure_pod(node: Node, pod: dict[str, Any], bridge: str, bridge_address: str
             node.change(f"remove stale {veth}", [*node.ip_args(), "link", "del", veth])
         node.change(
             f"create veth {veth} <-> {netns}:{POD_INTERFACE}",
-            [*node.ip_args(), "link", "add", veth, "type", "veth"]
-            + ["peer", "name", POD_INTERFACE, "netns", netns],
+            [
+                *node.ip_args(),
+                "link",
+                "add",
+                veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                POD_INTERFACE,
+                "netns",
+                netns,
+            ],
         )
         node_link, pod_links = None, {}
     if node_link is None or node_link.get("master") != bridge:
-        node.change(f"attach {veth} to {bridge}", [*node.ip_args(), "link", "set", veth, "master", bridge])
+        node.change(
+            f"attach {veth} to {bridge}", [*node.ip_args(), "link", "set", veth, "master", bridge]
+        )
     if node_link is None or "UP" not in node_link.get("flags", []):
         node.change(f"bring {veth} up", [*node.ip_args(), "link", "set", veth, "up"])
     pod_ip = node.ip_args(netns)
@@ -170,8 +185,14 @@ def ensure_pod(node: Node, pod: dict[str, Any], bridge: str, bridge_address: str
             [*pod_ip, "addr", "replace", pod_address, "dev", POD_INTERFACE],
         )
     if eth is None or "UP" not in eth.get("flags", []):
-        node.change(f"bring {netns}:{POD_INTERFACE} up", [*pod_ip, "link", "set", POD_INTERFACE, "up"])
-    routes = [] if eth is None else json.loads(node.run([*pod_ip, "-j", "route", "show", "default"]) or "[]")
+        node.change(
+            f"bring {netns}:{POD_INTERFACE} up", [*pod_ip, "link", "set", POD_INTERFACE, "up"]
+        )
+    routes = (
+        []
+        if eth is None
+        else json.loads(node.run([*pod_ip, "-j", "route", "show", "default"]) or "[]")
+    )
     if not any(route.get("gateway") == gateway for route in routes):
         node.change(
             f"default route {netns} via {gateway}",
@@ -179,11 +200,34 @@ def ensure_pod(node: Node, pod: dict[str, Any], bridge: str, bridge_address: str
         )
 
 
+def parse_sysctls(values: list[str]) -> dict[str, str]:
+    settings = {}
+    for value in values:
+        key, separator, wanted = value.partition("=")
+        if not separator or not key or "/" in key or ".." in key:
+            raise InputError(f"--sysctl {value!r}: expected key=value, e.g. net.ipv4.ip_forward=1")
+        settings[key] = wanted
+    return settings
+
+
+def ensure_sysctls(node: Node, settings: dict[str, str]) -> None:
+    """Set the node's sysctls (after the bridge exists: net.bridge.* appears with it)."""
+    for key, wanted in settings.items():
+        current = node.run(node.wrap(["sysctl", "-n", key])).strip() if not node.check else None
+        if current != wanted:
+            node.change(
+                f"sysctl {key}={wanted}", node.wrap(["sysctl", "-q", "-w", f"{key}={wanted}"])
+            )
+
+
 def command_pods(args: argparse.Namespace) -> dict[str, Any]:
     lab = read_lab(Path(args.lab_json))
+    sysctls = parse_sysctls(args.sysctl)
     node = Node(args.node_netns, check=args.check)
     bridge = lab["bridge"]
     ensure_bridge(node, bridge["name"], bridge["address"])
+    if not node.check or not node.actions:
+        ensure_sysctls(node, sysctls)
     for pod in lab["pods"]:
         ensure_pod(node, pod, bridge["name"], bridge["address"])
     state = Path(args.state_dir) / "pods.json"
@@ -221,7 +265,9 @@ def command_load(args: argparse.Namespace) -> dict[str, Any]:
     wanted = sets_in(texts[IPSET_FILE])
     node.change("ipset restore", node.wrap(["ipset", "restore", "-exist"]), texts[IPSET_FILE])
     node.run(node.wrap(["iptables-restore", "--test"]), texts[IPTABLES_FILE])
-    node.change("iptables-restore filter table", node.wrap(["iptables-restore"]), texts[IPTABLES_FILE])
+    node.change(
+        "iptables-restore filter table", node.wrap(["iptables-restore"]), texts[IPTABLES_FILE]
+    )
     existing = node.run(node.wrap(["ipset", "list", "-n"])).split()
     for name in sorted(existing):
         if name.startswith(MANAGED_SET_PREFIXES) and name not in wanted:
@@ -248,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     pods = commands.add_parser("pods", help="create the bridge and the pods' namespaces")
     pods.add_argument("lab_json")
     pods.add_argument("--check", action="store_true", help="report what would change")
+    pods.add_argument("--sysctl", action="append", default=[], metavar="KEY=VALUE")
     load = commands.add_parser("load", help="load the compiled ipsets and filter table")
     load.add_argument("compiled_dir")
     down = commands.add_parser("down", help="remove the pods' namespaces and the bridge")

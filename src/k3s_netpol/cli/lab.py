@@ -32,6 +32,7 @@ from k3s_netpol.model import ManifestError, load_manifests
 from k3s_netpol.runner import ARTIFACTS_DIR_ENV, RunResult, project_root
 
 LAB_INVENTORY = "inventory/lab.yml"
+BUILTIN_WORKLOADS = Path(__file__).resolve().parents[1] / "data" / "lab" / "workloads.yaml"
 UP_PLAYBOOKS = (
     "playbooks/lab_nodes.yml",
     "playbooks/ulogd.yml",
@@ -52,7 +53,7 @@ def lab() -> None:
     "compile",
     epilog="""\b
 Examples:
-  k3s-netpol lab compile -f artifacts/bundle.yaml -f workloads.yaml \\
+  k3s-netpol lab compile -f artifacts/bundle.yaml --builtin-workloads \\
       --node k3s-netpol-lab --out artifacts/lab
 """,
 )
@@ -61,9 +62,13 @@ Examples:
     "--file",
     "files",
     multiple=True,
-    required=True,
     type=click.Path(path_type=Path),
     help="Manifests: Namespaces, Pods (status.podIP), NetworkPolicies; repeatable.",
+)
+@click.option(
+    "--builtin-workloads",
+    is_flag=True,
+    help="Add the lab's default workload (sample1, sample2, cattle-monitoring-system pods).",
 )
 @click.option("--node", required=True, help="The lab node's name (pods without nodeName go here).")
 @click.option(
@@ -89,6 +94,7 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def compile_command(
     files: tuple[Path, ...],
+    builtin_workloads: bool,
     node: str,
     out_dir: Path,
     bridge_address: str,
@@ -101,11 +107,16 @@ def compile_command(
     Files are rewritten only when their content changes (the output is deterministic).
     Exit codes: 0 ok, 2 bad input (the message names the file and the field).
     """
-    for path in files:
+    paths = list(files)
+    if builtin_workloads:
+        paths.append(BUILTIN_WORKLOADS)
+    if not paths:
+        raise usage_error("give at least one manifest with -f FILE, or --builtin-workloads")
+    for path in paths:
         if not path.is_file():
             raise usage_error(f"{path}: no such file")
     try:
-        cluster = load_manifests(list(files))
+        cluster = load_manifests(paths)
         compiled = compile_lab(
             cluster,
             node,
