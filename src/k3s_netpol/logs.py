@@ -645,33 +645,48 @@ class Enricher:
         self._expected: dict[tuple[str, str, int, str], str] = {}
 
     def view(self, event: DropEvent) -> EventView:
-        source = self.pods.get(event.source)
-        destination = self.pods.get(event.destination)
+        source_pod, destination_pod, expected = self.describe(
+            event.source, event.destination, event.destination_port, event.protocol
+        )
         return EventView(
             event=event,
-            source_pod=source.key if source else None,
-            destination_pod=destination.key if destination else None,
-            expected=self._expectation(source, destination, event),
+            source_pod=source_pod,
+            destination_pod=destination_pod,
+            expected=expected,
+        )
+
+    def describe(
+        self, source: str, destination: str, destination_port: int | None, protocol: str
+    ) -> tuple[str | None, str | None, str | None]:
+        """(source pod, destination pod, expectation) of a flow; see EventView."""
+        source_pod = self.pods.get(source)
+        destination_pod = self.pods.get(destination)
+        return (
+            source_pod.key if source_pod else None,
+            destination_pod.key if destination_pod else None,
+            self._expectation(source_pod, destination_pod, destination_port, protocol),
         )
 
     def _expectation(
-        self, source: Pod | None, destination: Pod | None, event: DropEvent
+        self,
+        source: Pod | None,
+        destination: Pod | None,
+        destination_port: int | None,
+        protocol: str,
     ) -> str | None:
         if (
             self.cluster is None
             or not self.cluster.policies
             or source is None
             or destination is None
-            or event.destination_port is None
+            or destination_port is None
         ):
             return None
-        cache_key = (source.key, destination.key, event.destination_port, event.protocol)
+        cache_key = (source.key, destination.key, destination_port, protocol)
         if cache_key not in self._expected:
             from k3s_netpol.model import is_allowed
 
-            allowed = is_allowed(
-                self.cluster, source, destination, event.destination_port, event.protocol
-            )
+            allowed = is_allowed(self.cluster, source, destination, destination_port, protocol)
             self._expected[cache_key] = "allowed" if allowed else "denied"
         return self._expected[cache_key]
 

@@ -17,6 +17,7 @@ from k3s_netpol.logs import (
     EventFilter,
     EventJoiner,
     EventView,
+    FlowSummary,
     LogFileError,
     LogRecord,
     ParseStats,
@@ -26,6 +27,7 @@ from k3s_netpol.logs import (
     rotation_order,
     summarize,
 )
+from k3s_netpol.logscan import scan, summary_flows
 
 GATHER_PLAYBOOK = "playbooks/gather_logs.yml"
 TABLE_HEADER = ("TIME", "NODE", "SOURCE", "DESTINATION", "PROTO/PORT", "POLICY", "VERDICT")
@@ -180,6 +182,18 @@ def logs_command(
             gathered, nodes = _gather(inventory, Path(workdir))
             paths.extend(gathered)
         stats = ParseStats()
+        if (as_json or summary) and not follow and event_filter == EventFilter():
+            try:
+                _fast_output(
+                    paths, nodes, stats, enricher, as_json=as_json, summary=summary, top=top
+                )
+            except LogFileError as error:
+                raise click.BadParameter(str(error), param_hint="FILE") from None
+            except KeyboardInterrupt:
+                pass
+            finally:
+                _report(stats)
+            return
         joiner = EventJoiner()
         records: Iterable[LogRecord | None]
         if follow:
@@ -220,25 +234,32 @@ def _gather(inventory: str, workdir: Path) -> tuple[list[Path], dict[str, str]]:
         raise click.BadParameter(str(error), param_hint="--inventory") from None
 
 
+def _fast_output(
+    paths: list[Path],
+    nodes: dict[str, str],
+    stats: ParseStats,
+    enricher: Enricher,
+    *,
+    as_json: bool,
+    summary: bool,
+    top: int,
+) -> None:
+    """--json or --summary, unfiltered: logscan's bulk path, with the full path's output."""
+    if summary:
+        entries: list[Any] = []
+        scan(paths, nodes, stats, "summary", entries.extend, enricher=enricher)
+        _write_summary(sys.stdout, summary_flows(entries, enricher, top), as_json=as_json)
+        return
+    out = sys.stdout
+    scan(paths, nodes, stats, "events", lambda lines: out.write("".join(lines)), enricher=enricher)
+
+
 def _output(
     views: Iterable[EventView], *, as_json: bool, summary: bool, top: int, follow: bool
 ) -> None:
     out = sys.stdout
     if summary:
-        flows = summarize(views, top)
-        if as_json:
-            for flow in flows:
-                out.write(json.dumps(flow.to_dict()) + "\n")
-            return
-        header = ("EVENTS", "REAL", "FALSE", "SOURCE", "DESTINATION", "PROTO/PORT", "POLICIES")
-        out.write("{:>8}  {:>6}  {:>6}  {:<28}  {:<28}  {:<10}  {}\n".format(*header))
-        for flow in flows:
-            port = "" if flow.destination_port is None else f"/{flow.destination_port}"
-            out.write(
-                f"{flow.events:>8}  {flow.real:>6}  {flow.events - flow.real:>6}  "
-                f"{flow.source:<28}  {flow.destination:<28}  {flow.protocol + port:<10}  "
-                f"{','.join(flow.policies) or '-'}\n"
-            )
+        _write_summary(out, summarize(views, top), as_json=as_json)
         return
     if as_json:
         dumps = json.JSONEncoder(separators=(", ", ": ")).encode
@@ -252,6 +273,22 @@ def _output(
         _write_table_line(out, table_row(view))
         if follow:
             out.flush()
+
+
+def _write_summary(out: IO[str], flows: list[FlowSummary], *, as_json: bool) -> None:
+    if as_json:
+        for flow in flows:
+            out.write(json.dumps(flow.to_dict()) + "\n")
+        return
+    header = ("EVENTS", "REAL", "FALSE", "SOURCE", "DESTINATION", "PROTO/PORT", "POLICIES")
+    out.write("{:>8}  {:>6}  {:>6}  {:<28}  {:<28}  {:<10}  {}\n".format(*header))
+    for flow in flows:
+        port = "" if flow.destination_port is None else f"/{flow.destination_port}"
+        out.write(
+            f"{flow.events:>8}  {flow.real:>6}  {flow.events - flow.real:>6}  "
+            f"{flow.source:<28}  {flow.destination:<28}  {flow.protocol + port:<10}  "
+            f"{','.join(flow.policies) or '-'}\n"
+        )
 
 
 def _report(stats: ParseStats) -> None:

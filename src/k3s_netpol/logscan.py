@@ -1,0 +1,787 @@
+"""The fast path of `k3s-netpol logs --json/--summary`: same answers as logs.py, in bulk.
+
+logs.py parses one line into one LogRecord and joins records one by one; that costs tens of
+microseconds a line. Here a file is read in large chunks split at line ends; one regex (`findall`)
+pulls the fields of every canonical ulogd2 LOGEMU line of a chunk into plain tuples, and the
+packets are joined on those tuples. Chunks run in worker processes on big inputs.
+
+Exactness with the full path (logs.read_records + logs.EventJoiner, as the CLI runs them):
+- The chunk regex accepts only a subset of the lines logs.parse_logemu_line accepts (single
+  spaces, IPv4, TCP/UDP/SCTP with ports, canonical numbers) and, where both accept a line, pulls
+  the same fields. Every other line (IPv6, ICMP, JSON, odd spacing, garbled) goes through
+  logs.parse_line itself, so garbled lines are counted and described identically.
+- Which lines form one event depends only on the lines with the same packet key (a line joins
+  the key's open group unless the group is more than `window` records old or already has the
+  line's policy). The full joiner's periodic sweep only decides *when* an event is emitted, and
+  that is computed here from the group's first position (`_sweep_after`), so the order of
+  `--json` output and the tie order of `--summary` are the full path's too.
+- A worker joins its chunk from an empty state. Only keys first seen in a chunk's first
+  `2 * window` records can belong to groups still open from the chunk before; the worker hands
+  their lines back unjoined and the parent joins them with the groups left open by the chunk
+  before, in order.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import gzip
+import json
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+from k3s_netpol.logs import (
+    GARBLED_SAMPLES_KEPT,
+    JOIN_WINDOW,
+    TCP_FLAG_NAMES,
+    Enricher,
+    FlowSummary,
+    LogFileError,
+    LogParseError,
+    LogRecord,
+    ParseStats,
+    parse_line,
+    policy_of_prefix,
+)
+
+CHUNK_BYTES = 8 << 20
+PARALLEL_MIN_BYTES = 16 << 20
+
+_MONTH = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_NUMBER = "(0|[1-9][0-9]*)"
+
+
+def _canonical_logemu(*, stamp: bool, tail: bool) -> re.Pattern[str]:
+    """ulogd2's printpkt output as it really is written; see the module docstring for why."""
+    capture_stamp = "(" if stamp else "(?:"
+    capture_tail = "(" if tail else "(?:"
+    return re.compile(
+        rf"^{capture_stamp}{_MONTH} [ 1-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]) "
+        r"(?=[^ =\n]+ ((?:[^=\n]* )?)IN=)([^ =\n]+) (?:[^=\n]* )?"
+        r"IN=[^ \n]* OUT=[^ \n]* (?:MAC=[^ \n]* )?"
+        r"SRC=([0-9A-Fa-f:.]+) DST=([0-9A-Fa-f:.]+) "
+        rf"LEN=[0-9]+ TOS=[^ \n]+ PREC=[^ \n]+ TTL=[0-9]+ ID={_NUMBER} (?:[A-Z]+ )*"
+        r"PROTO=(?=TCP |(?:UDP|UDPLITE|SCTP) SPT=[0-9]+ DPT=[0-9]+(?! SEQ=))"
+        rf"([A-Z]+) SPT={_NUMBER} DPT={_NUMBER}(?: SEQ={_NUMBER})?(?! SEQ=)"
+        rf"{capture_tail}(?: [^\n]*)?) MARK=(?:0x)?{capture_tail}[0-9A-Fa-f]+)$",
+        re.MULTILINE,
+    )
+
+
+# Rows: --json (stamp, prefix, node, src, dst, id, proto, spt, dpt, seq, tail, mark);
+# --summary (prefix, node, src, dst, id, proto, spt, dpt, seq). The packet key is a slice.
+# Absent numbers are "" (numbers are canonical, so string equality is int equality).
+_EVENT_ROW = _canonical_logemu(stamp=True, tail=True)
+_SUMMARY_ROW = _canonical_logemu(stamp=False, tail=False)
+Row = tuple[Any, ...]
+
+
+class _Layout(NamedTuple):
+    pattern: re.Pattern[str]
+    prefix: int
+    key_start: int
+    key_end: int
+
+
+_LAYOUTS = {"events": _Layout(_EVENT_ROW, 1, 2, 10), "summary": _Layout(_SUMMARY_ROW, 0, 1, 9)}
+
+
+def _text(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def row_of_record(record: LogRecord, mode: str) -> Row:
+    """A record the full parser made, as the row the chunk regex would have made."""
+    tail = " " + " ".join(sorted(record.flags))
+    row = (
+        record.time,
+        record.prefix,
+        record.node,
+        record.source,
+        record.destination,
+        _text(record.ip_id),
+        record.protocol,
+        _text(record.source_port),
+        _text(record.destination_port),
+        _text(record.tcp_seq),
+        tail,
+        None if record.mark is None else format(record.mark, "x"),
+    )
+    return row if mode == "events" else row[1:10]
+
+
+_PREFIX_CACHE: dict[str, tuple[str | None, bool]] = {}
+
+
+def _prefix_meaning(raw: str) -> tuple[str | None, bool]:
+    """(policy named, is the pod chain's unprefixed line) for a prefix as the regex cut it."""
+    meaning = _PREFIX_CACHE.get(raw)
+    if meaning is None:
+        prefix = raw.lstrip(" ").rstrip()
+        meaning = (policy_of_prefix(prefix) if prefix else None, not prefix)
+        if len(_PREFIX_CACHE) > 4096:
+            _PREFIX_CACHE.clear()
+        _PREFIX_CACHE[raw] = meaning
+    return meaning
+
+
+# --- one chunk: rows, then groups -------------------------------------------------------------
+
+
+class ChunkTask(NamedTuple):
+    data: bytes
+    name: str
+    node: str | None
+    line_base: int  # lines of this file before the chunk
+    final: bool  # the file's last chunk (it may end without a newline)
+    mode: str
+    window: int
+
+
+class ChunkResult(NamedTuple):
+    records: int
+    garbled: list[tuple[str, str]]
+    # events closed at a known position: sort keys (3 * position + kind) and payloads
+    keys: list[int]
+    payloads: list[Any]
+    # events closed by age: (first position, position of the same-key line that closed it or -1)
+    aged: list[tuple[int, int, Any]]
+    head: list[tuple[int, Row, str]]  # (position, row, origin) of keys the chunk before may own
+    open_groups: list[tuple[Row, Group]]
+
+
+def _lines_of(text: str) -> list[str]:
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def chunk_rows(task: ChunkTask, text: str) -> tuple[list[Row], list[str], list[tuple[str, str]]]:
+    """Rows of a chunk, each line's origin (JSON-quoted), and the garbled lines (origin, why)."""
+    layout = _LAYOUTS[task.mode]
+    quoted_name = json.dumps(task.name)[:-1] + ":"
+    rows: list[Row] = layout.pattern.findall(text)
+    line_count = text.count("\n") + (0 if not text or text.endswith("\n") else 1)
+    garbled: list[tuple[str, str]] = []
+    if len(rows) == line_count:
+        base = task.line_base + 1
+        origins = (
+            [f'{quoted_name}{number}"' for number in range(base, base + line_count)]
+            if task.mode == "events"
+            else []
+        )
+        return rows, origins, garbled
+    rows = []
+    origins = []
+    match = layout.pattern.match
+    lines = _lines_of(text)
+    for index, line in enumerate(lines):
+        number = task.line_base + index + 1
+        found = match(line)
+        if found is not None:
+            rows.append(found.groups(""))
+        elif not line.strip():
+            continue
+        else:
+            origin = f"{task.name}:{number}"
+            unterminated = task.final and index == len(lines) - 1 and not text.endswith("\n")
+            try:
+                record = parse_line(line if unterminated else line + "\n", origin, task.node)
+            except LogParseError as error:
+                garbled.append((origin, str(error)))
+                continue
+            rows.append(row_of_record(record, task.mode))
+        if task.mode == "events":
+            origins.append(f'{quoted_name}{number}"')
+    return rows, origins, garbled
+
+
+# A group of lines of one packet: [first position, policies named, [(row, origin), ...]]
+# (the records list stays empty for --summary). Plain lists: this is the hot loop.
+Group = list[Any]
+Closer = Callable[[Row, Group, bool], Any]
+
+
+def summary_entry(key: Row, group: Group, real: bool) -> Any:
+    """--summary keeps of an event: its flow (node, source, destination, protocol, port) etc."""
+    return ((key[0], key[1], key[2], key[4], key[6]), tuple(group[1]), real)
+
+
+def join_rows(
+    items: Iterable[tuple[int, Row, str]],
+    layout: _Layout,
+    window: int,
+    close: Closer,
+    open_groups: dict[Row, Group],
+    keys: list[int],
+    payloads: list[Any],
+    aged: list[tuple[int, int, Any]],
+    *,
+    collect: bool,
+    counts: dict[Any, list[int]] | None = None,
+    head_keys: set[Row] | None = None,
+    head: list[tuple[int, Row, str]] | None = None,
+) -> None:
+    """Join (position, row, origin) items into groups, as logs.EventJoiner does.
+
+    A group closed by a line goes to keys/payloads (sort key 3 * position + kind), or with
+    `counts` (--summary) is tallied there as {entry: [first sort key, events]}. A group closed
+    for age goes to `aged` as (first position, position of the line that closed it or -1):
+    when the full joiner emits it depends on its sweep schedule (see `_sweep_after`). With
+    head_keys, lines of those keys go to `head` instead (the parent joins them).
+    """
+    prefix_at, key_start, key_end = layout.prefix, layout.key_start, layout.key_end
+    meanings = _PREFIX_CACHE
+    get_group = open_groups.get
+    too_old = window + window // 4 + 1
+    next_cleanup = 0
+    skip = head_keys if head_keys else None
+    for position, row, origin in items:
+        key = row[key_start:key_end]
+        if skip is not None and key in skip and head is not None:
+            head.append((position, row, origin))
+            continue
+        if position >= next_cleanup:
+            next_cleanup = position + 64
+            stale = [k for k, group in open_groups.items() if position - group[0] > too_old]
+            for stale_key in stale:
+                stale_group = open_groups.pop(stale_key)
+                aged.append((stale_group[0], -1, close(stale_key, stale_group, False)))
+        raw = row[prefix_at]
+        meaning = meanings.get(raw) or _prefix_meaning(raw)
+        policy = meaning[0]
+        group = get_group(key)
+        if group is not None:
+            if position - group[0] > window:
+                aged.append((group[0], position, close(key, group, False)))
+                group = None
+            elif policy is not None and policy in group[1]:
+                if counts is None:
+                    keys.append(3 * position + 1)
+                    payloads.append(close(key, group, False))
+                else:
+                    _count(counts, summary_entry(key, group, False), 3 * position + 1)
+                group = None
+        if policy is not None:
+            if group is None:
+                open_groups[key] = [position, [policy], [(row, origin)] if collect else []]
+            else:
+                group[1].append(policy)
+                if collect:
+                    group[2].append((row, origin))
+            continue
+        if group is None:
+            group = [position, [], [(row, origin)] if collect else []]
+        else:
+            del open_groups[key]
+            if collect:
+                group[2].append((row, origin))
+        if counts is None:
+            keys.append(3 * position + 2)
+            payloads.append(close(key, group, meaning[1]))
+        else:
+            entry = ((key[0], key[1], key[2], key[4], key[6]), tuple(group[1]), meaning[1])
+            tally = counts.get(entry)
+            if tally is None:
+                counts[entry] = [3 * position + 2, 1]
+            else:
+                tally[1] += 1
+
+
+def _count(counts: dict[Any, list[int]], entry: Any, key: int) -> None:
+    tally = counts.get(entry)
+    if tally is None:
+        counts[entry] = [key, 1]
+    else:
+        tally[1] += 1
+
+
+def _scan_chunk(task: ChunkTask) -> ChunkResult:
+    """Worker: parse a chunk and join it from an empty state (positions relative to it)."""
+    text = _decode(task.data)
+    rows, origins, garbled = chunk_rows(task, text)
+    layout = _LAYOUTS[task.mode]
+    events = task.mode == "events"
+    closer = _WORKER.closer(task.mode)
+    if not events:
+        origins = [""] * len(rows)
+    head_end = min(2 * task.window, len(rows))
+    head = list(zip(range(head_end), rows[:head_end], origins[:head_end], strict=True))
+    head_keys = {row[layout.key_start : layout.key_end] for row in rows[:head_end]}
+    open_groups: dict[Row, Group] = {}
+    keys: list[int] = []
+    payloads: list[Any] = []
+    aged: list[tuple[int, int, Any]] = []
+    counts: dict[Any, list[int]] | None = None if events else {}
+    join_rows(
+        zip(range(head_end, len(rows)), rows[head_end:], origins[head_end:], strict=True),
+        layout,
+        task.window,
+        closer,
+        open_groups,
+        keys,
+        payloads,
+        aged,
+        collect=events,
+        counts=counts,
+        head_keys=head_keys,
+        head=head,
+    )
+    if counts is not None:
+        payloads = [(entry, key, count) for entry, (key, count) in counts.items()]
+    return ChunkResult(
+        records=len(rows),
+        garbled=garbled,
+        keys=keys,
+        payloads=payloads,
+        aged=aged,
+        head=head,
+        open_groups=list(open_groups.items()),
+    )
+
+
+def _decode(data: bytes) -> str:
+    # As TextIOWrapper(newline=None) reads: \r\n and \r end lines too.
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return data.decode("utf-8", errors="replace")
+
+
+# --- what an event becomes: a JSON line, or a summary entry -------------------------------------
+
+_encode: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+def _json_text(value: str | None) -> str:
+    return "null" if value is None else str(_encode(value))
+
+
+def _json_number(value: str) -> str:
+    return value or "null"
+
+
+_FLAG_CACHE: dict[str, str] = {}
+_MARK_CACHE: dict[str | None, str] = {None: "null"}
+
+
+def _flags_json(tail: str) -> str:
+    text = _FLAG_CACHE.get(tail)
+    if text is None:
+        names = sorted(TCP_FLAG_NAMES.intersection(tail.split()))
+        text = "[" + ", ".join(f'"{name}"' for name in names) + "]"
+        if len(_FLAG_CACHE) > 4096:
+            _FLAG_CACHE.clear()
+        _FLAG_CACHE[tail] = text
+    return text
+
+
+def _mark_json(mark: str | None) -> str:
+    text = _MARK_CACHE.get(mark)
+    if text is None:
+        text = _MARK_CACHE[mark] = str(int(mark, 16)) if mark else "null"
+    return text
+
+
+_EVENT_LINE = (
+    '{"time": %s, "node": %s, "source": %s, "destination": %s, "protocol": %s, '
+    '"source_port": %s, "destination_port": %s, "policy": %s, "policies": [%s], "real": %s, '
+    '"ip_id": %s, "tcp_seq": %s, "flags": %s, "mark": %s, "lines": %d, "origins": [%s], '
+    '"source_pod": %s, "destination_pod": %s, "expected": %s, "flagged": %s, "verdict": %s}\n'
+)
+
+
+class EventFormatter:
+    """Writes an event exactly as `json.dumps(EventView.to_dict())` with ", "/": " would."""
+
+    def __init__(self, enricher: Enricher) -> None:
+        self.enricher = enricher
+        self._flows: dict[tuple[str, str, str, str], tuple[str, ...]] = {}
+        self._policies: dict[tuple[str, ...], tuple[str, str]] = {}
+
+    def _flow(self, source: str, destination: str, port: str, protocol: str) -> tuple[str, ...]:
+        flow_key = (source, destination, port, protocol)
+        known = self._flows.get(flow_key)
+        if known is None:
+            source_pod, destination_pod, expected = self.enricher.describe(
+                source, destination, int(port) if port else None, protocol
+            )
+            allowed = expected == "allowed"
+            known = self._flows[flow_key] = (
+                _json_text(source_pod),
+                _json_text(destination_pod),
+                _json_text(expected),
+                "true" if allowed else "false",
+                '"unexpected drop"' if allowed else '"drop"',  # the verdict of a real drop
+                '"false drop"' if allowed else '"policy line only"',  # and of a false one
+            )
+        return known
+
+    def close(self, key: Row, group: Group, real: bool) -> str:
+        records = group[2]
+        first_row = records[0][0]
+        node, source, destination, ip_id, protocol, source_port, destination_port, seq = key
+        policies = tuple(group[1])
+        quoted = self._policies.get(policies)
+        if quoted is None:
+            names = [_json_text(policy) for policy in policies]
+            quoted = self._policies[policies] = (names[0] if names else "null", ", ".join(names))
+        flow = self._flow(source, destination, destination_port, protocol)
+        return _EVENT_LINE % (
+            _json_text(first_row[0]),
+            _json_text(node),
+            f'"{source}"',
+            f'"{destination}"',
+            _json_text(protocol),
+            _json_number(source_port),
+            _json_number(destination_port),
+            quoted[0],
+            quoted[1],
+            "true" if real else "false",
+            _json_number(ip_id),
+            _json_number(seq) if protocol == "TCP" else "null",
+            _flags_json(first_row[10]) if protocol == "TCP" else "[]",
+            _mark_json(records[-1][0][11]),
+            len(records),
+            ", ".join(origin for _, origin in records),
+            flow[0],
+            flow[1],
+            flow[2],
+            flow[3],
+            flow[4] if real else flow[5],
+        )
+
+
+@dataclass
+class _WorkerState:
+    formatter: EventFormatter | None = None
+
+    def closer(self, mode: str) -> Closer:
+        if mode == "events":
+            assert self.formatter is not None
+            return self.formatter.close
+        return summary_entry
+
+
+_WORKER = _WorkerState()
+
+
+def _init_worker(formatter: EventFormatter | None) -> None:
+    _WORKER.formatter = formatter
+
+
+# --- reading: chunks at line ends, plain or gzip ------------------------------------------------
+
+
+class _FileEnd(NamedTuple):
+    name: str
+    error: str | None  # why reading stopped early ("file ends badly"), else None
+
+
+def _read_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, bool] | _FileEnd]:
+    """(data, last) chunks ending at a line end; then _FileEnd. Opening errors raise."""
+    name = str(path)
+    try:
+        stream: IO[bytes] | gzip.GzipFile = (
+            gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+        )
+    except OSError as error:
+        raise LogFileError(f"{path}: cannot read: {error.strerror or error}") from None
+    pending = b""
+    read = getattr(stream, "read1", stream.read)
+    try:
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                block = read(chunk_bytes)
+            except (OSError, EOFError) as error:
+                # A truncated .gz: the full path reads every whole line before the error
+                # and loses the partial one.
+                data = pending + b"".join(parts)
+                cut = max(data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1))
+                if cut >= 0:
+                    yield data[: cut + 1], False
+                yield _FileEnd(name, f"file ends badly: {error}")
+                return
+            if not block:
+                break
+            parts.append(block)
+            size += len(block)
+            if size < chunk_bytes:
+                continue
+            data = pending + b"".join(parts)
+            parts, size = [], 0
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                pending = data
+                continue
+            yield data[: cut + 1], False
+            pending = data[cut + 1 :]
+        data = pending + b"".join(parts)
+        if data:
+            yield data, True
+        yield _FileEnd(name, None)
+    finally:
+        stream.close()
+
+
+def _line_count(data: bytes) -> int:
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    count = data.count(b"\n")
+    return count + (0 if not data or data.endswith(b"\n") else 1)
+
+
+# --- the parent: chunks in order, boundaries joined, events in the full path's order -----------
+
+
+def _sweep_after(first: int, window: int) -> int:
+    """The position of the EventJoiner sweep that closes a group first seen at `first`."""
+    step = window // 4 + 1
+    rounds = -(-(first + 1) // step)
+    return window + rounds * step
+
+
+@dataclass
+class _Merger:
+    mode: str
+    window: int
+    close: Closer
+    emit: Callable[[list[Any]], object]
+    offset: int = 0  # records before the current chunk
+    open_groups: dict[Row, Group] = field(default_factory=dict)
+    pending: list[tuple[int, int, Any]] = field(default_factory=list)  # (key, first, payload)
+
+    def take(self, result: ChunkResult) -> None:
+        offset, window = self.offset, self.window
+        layout = _LAYOUTS[self.mode]
+        end = offset + result.records
+        extra: list[tuple[int, int, Any]] = []
+        keys: list[int] = []
+        payloads: list[Any] = []
+        aged: list[tuple[int, int, Any]] = []
+        # Groups still open from before: a head line may continue or close them.
+        incoming = self.open_groups
+        join_rows(
+            ((offset + position, row, origin) for position, row, origin in result.head),
+            layout,
+            window,
+            self.close,
+            incoming,
+            keys,
+            payloads,
+            aged,
+            collect=self.mode == "events",
+        )
+        extra.extend(zip(keys, [0] * len(keys), payloads, strict=True))
+        for first, closed_by, payload in aged:
+            extra.append((self._aged_key(first, closed_by), first, payload))
+        for first, closed_by, payload in result.aged:
+            at = -1 if closed_by < 0 else offset + closed_by
+            extra.append((self._aged_key(offset + first, at), offset + first, payload))
+        # A group whose sweep came before the chunk's end is closed; no line of its key came.
+        # (Keys the worker joined afresh were not in the head, so their old groups are swept.)
+        for key, group in result.open_groups:
+            group[0] += offset
+            incoming[key] = group
+        self.open_groups = {}
+        for key, group in incoming.items():
+            if _sweep_after(group[0], window) < end:
+                extra.append(
+                    (self._aged_key(group[0], -1), group[0], self.close(key, group, False))
+                )
+            else:
+                self.open_groups[key] = group
+        extra.extend(self.pending)
+        extra.sort(key=lambda item: (item[0], item[1]))
+        cut = bisect.bisect_left(extra, 3 * end, key=lambda item: item[0])
+        self.pending = extra[cut:]
+        del extra[cut:]
+        self.offset = end
+        keys = [key + 3 * offset for key in result.keys] if self.mode == "events" else []
+        self._emit_merged(keys, result.payloads, extra, offset)
+
+    def _aged_key(self, first: int, closed_by: int) -> int:
+        swept = _sweep_after(first, self.window)
+        if 0 <= closed_by < swept:
+            return 3 * closed_by + 1
+        return 3 * swept
+
+    def _emit_merged(
+        self, keys: list[int], payloads: list[Any], extra: list[tuple[int, int, Any]], offset: int
+    ) -> None:
+        if self.mode == "summary":
+            # payloads are (entry, first key relative to the chunk, count)
+            merged = [(entry, (key + 3 * offset, 0), count) for entry, key, count in payloads]
+            merged.extend((payload, (key, first), 1) for key, first, payload in extra)
+            self.emit(merged)
+            return
+        if not extra:
+            self.emit(payloads)
+            return
+        out: list[Any] = []
+        start = 0
+        for key, _, payload in extra:
+            index = bisect.bisect_left(keys, key, lo=start)
+            out.extend(payloads[start:index])
+            out.append(payload)
+            start = index
+        out.extend(payloads[start:])
+        self.emit(out)
+
+    def finish(self) -> None:
+        """End of input: what the full path's final flush emits, in first-line order."""
+        rest = [
+            (group[0], self.close(key, group, False)) for key, group in self.open_groups.items()
+        ]
+        self.open_groups = {}
+        # Aged groups whose sweep never came (input ended first) are flushed with them.
+        end = 3 * self.offset
+        closed = [(key, first, payload) for key, first, payload in self.pending if key < end]
+        flushed = [(first, payload) for key, first, payload in self.pending if key >= end]
+        self.pending = []
+        flushed.extend(rest)
+        flushed.sort(key=lambda item: item[0])
+        final_key = 3 * self.offset + 3
+        closed.extend((final_key, first, payload) for first, payload in flushed)
+        if self.mode == "summary":
+            self.emit([(payload, (key, first), 1) for key, first, payload in closed])
+        else:
+            self.emit([payload for _, _, payload in closed])
+
+
+def _jobs() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def scan(
+    paths: Sequence[Path],
+    nodes: dict[str, str],
+    stats: ParseStats,
+    mode: str,
+    emit: Callable[[list[Any]], object],
+    *,
+    enricher: Enricher,
+    window: int = JOIN_WINDOW,
+    jobs: int | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> None:
+    """Read the files in order and emit event payloads (JSON lines or summary entries).
+
+    Raises LogFileError naming a file that cannot be opened, after emitting what came before.
+    """
+    formatter = EventFormatter(enricher) if mode == "events" else None
+    _init_worker(formatter)
+    close = _WORKER.closer(mode)
+    merger = _Merger(mode, window, close, emit)
+    total_bytes = 0
+    for path in paths:
+        with contextlib.suppress(OSError):
+            total_bytes += path.stat().st_size
+    jobs = _jobs() if jobs is None else jobs
+    pool = None
+    if jobs > 1 and total_bytes >= PARALLEL_MIN_BYTES:
+        context = multiprocessing.get_context("fork")
+        pool = context.Pool(jobs, initializer=_init_worker, initargs=(formatter,))
+    in_flight: list[_FileEnd | tuple[int, Any]] = []
+
+    def settle(limit: int) -> None:
+        while len(in_flight) > limit:
+            item = in_flight.pop(0)
+            if isinstance(item, _FileEnd):
+                if item.error is not None:
+                    stats.note_garbled(f"{item.name}:{stats.lines}", item.error)
+                continue
+            lines, outcome = item
+            stats.lines += lines
+            result: ChunkResult = outcome.get() if pool is not None else outcome
+            stats.records += result.records
+            for origin, reason in result.garbled:
+                stats.note_garbled(origin, reason)
+            merger.take(result)
+
+    try:
+        for path in paths:
+            name = str(path)
+            node = nodes.get(name)
+            line_base = 0
+            stats.files.append(name)
+            try:
+                for chunk in _read_chunks(path, chunk_bytes):
+                    if isinstance(chunk, _FileEnd):
+                        in_flight.append(chunk)
+                        continue
+                    data, last = chunk
+                    lines = _line_count(data)
+                    task = ChunkTask(data, name, node, line_base, last, mode, window)
+                    line_base += lines
+                    if pool is not None:
+                        in_flight.append((lines, pool.apply_async(_scan_chunk, (task,))))
+                        settle(2 * jobs)
+                    else:
+                        in_flight.append((lines, _scan_chunk(task)))
+                        settle(0)
+            except LogFileError:
+                settle(0)
+                raise
+        settle(0)
+        merger.finish()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def summary_flows(
+    entries: Sequence[tuple[Any, tuple[int, int], int]], enricher: Enricher, top: int | None
+) -> list[FlowSummary]:
+    """logs.summarize over the events that the (entry, first order, count) triples stand for."""
+    first_seen: dict[Any, list[Any]] = {}
+    for entry, order, count in entries:
+        seen = first_seen.get(entry)
+        if seen is None:
+            first_seen[entry] = [order, count]
+        else:
+            seen[0] = min(seen[0], order)
+            seen[1] += count
+    flows: dict[tuple[str, str, str, int | None], FlowSummary] = {}
+    ordered = sorted(first_seen.items(), key=lambda item: item[1][0])
+    for entry, (_, count) in ordered:
+        (node, source, destination, protocol, port_text), policies, real = entry
+        port = int(port_text) if port_text else None
+        source_pod, destination_pod, expected = enricher.describe(
+            source, destination, port, protocol
+        )
+        flow_key = (source_pod or source, destination_pod or destination, protocol, port)
+        summary = flows.get(flow_key)
+        if summary is None:
+            summary = flows[flow_key] = FlowSummary(*flow_key)
+        summary.events += count
+        summary.real += count if real else 0
+        summary.flagged += count if expected == "allowed" else 0
+        for policy in policies:
+            summary.policies[policy] += count
+        if node:
+            summary.nodes.add(node)
+    ranked = sorted(
+        flows.values(),
+        key=lambda flow: (-flow.events, flow.source, flow.destination, flow.destination_port or 0),
+    )
+    return ranked if top is None else ranked[:top]
+
+
+__all__ = [
+    "GARBLED_SAMPLES_KEPT",
+    "EventFormatter",
+    "scan",
+    "summary_flows",
+]
