@@ -100,10 +100,8 @@ def test_pod_chain_has_kube_routers_order(tmp_path: Path) -> None:
     assert set(policy_jumps) == {
         "deny-by-default",
         "allow-same-namespace",
-        "allow-all-svclbtraefik-ingress",
-        "allow-all-traefik-v121-ingress",
         "allow-from-cattle-monitoring-system",
-    } - {"allow-all-svclbtraefik-ingress", "allow-all-traefik-v121-ingress"}
+    }
     assert targets[-4:] == ["NFLOG", "REJECT", "MARK", "MARK"]
     assert "! --mark 0x10000/0x10000" in body[-4]
     assert "--nflog-group 100" in body[-4]
