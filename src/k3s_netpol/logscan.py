@@ -259,9 +259,11 @@ def join_rows(
         group = get_group(key)
         if group is not None:
             if position - group[0] > window:
+                del open_groups[key]
                 aged.append((group[0], position, close(key, group, False)))
                 group = None
             elif policy is not None and policy in group[1]:
+                del open_groups[key]
                 if counts is None:
                     keys.append(3 * position + 1)
                     payloads.append(close(key, group, False))

@@ -1,0 +1,223 @@
+"""k3s_netpol.logscan: the fast path gives the full path's events, summaries and counts exactly."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from k3s_netpol import logscan
+from k3s_netpol.cli import logs as cli_logs
+from k3s_netpol.cli import main
+from k3s_netpol.logs import (
+    JOIN_WINDOW,
+    Enricher,
+    EventJoiner,
+    ParseStats,
+    load_snapshot,
+    parse_logemu_line,
+    summarize,
+)
+
+DATA = Path(__file__).parent / "data" / "logs"
+IPV6_LINE = (
+    "Nov 27 10:00:09 k3s-node-1 DROP by policy tenant-a/deny IN=cni0 OUT=cni0 SRC=fd00:42::5 "
+    "DST=fd00:42::7 LEN=80 TC=0 HOPLIMIT=64 FLOWLBL=12 PROTO=TCP SPT=40000 DPT=80 SEQ=9 ACK=0 "
+    "WINDOW=64800 SYN URGP=0 MARK=0"
+)
+ICMP_LINE = (
+    "Nov 27 10:00:09 k3s-node-1  IN=cni0 OUT=cni0 SRC=10.42.1.4 DST=10.42.2.9 LEN=84 TOS=00 "
+    "PREC=0x00 TTL=63 ID=7 DF PROTO=ICMP TYPE=8 CODE=0 ID=3 SEQ=1 MARK=0x0"
+)
+
+
+def _benchmark_module():
+    path = Path(__file__).parent.parent / "benchmarks" / "bench_logs.py"
+    spec = importlib.util.spec_from_file_location("bench_logs", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _enricher() -> Enricher:
+    return Enricher(load_snapshot([DATA / "pods.json", DATA / "policies.yaml"]))
+
+
+def full_path(paths, *, window=JOIN_WINDOW, nodes=None):
+    """What the CLI printed before logscan: logs.py's records, joiner, views and summary."""
+    stats = ParseStats()
+    enricher = _enricher()
+    records = cli_logs._records_of(list(paths), stats, nodes or {})
+    views = [enricher.view(event) for event in cli_logs._events(records, EventJoiner(window))]
+    encode = json.JSONEncoder(separators=(", ", ": ")).encode
+    lines = [encode(view.to_dict()) + "\n" for view in views]
+    flows = [flow.to_dict() for flow in summarize(views, None)]
+    return lines, flows, vars(stats)
+
+
+def fast_path(paths, *, window=JOIN_WINDOW, nodes=None, jobs=1, chunk_bytes=logscan.CHUNK_BYTES):
+    enricher = _enricher()
+    event_stats, summary_stats = ParseStats(), ParseStats()
+    lines: list[str] = []
+    entries: list = []
+    for mode, stats, sink in (
+        ("events", event_stats, lines.extend),
+        ("summary", summary_stats, entries.extend),
+    ):
+        logscan.scan(
+            list(paths),
+            nodes or {},
+            stats,
+            mode,
+            sink,
+            enricher=enricher,
+            window=window,
+            jobs=jobs,
+            chunk_bytes=chunk_bytes,
+        )
+    assert vars(event_stats) == vars(summary_stats)
+    flows = [flow.to_dict() for flow in logscan.summary_flows(entries, enricher, None)]
+    return lines, flows, vars(event_stats)
+
+
+def mixed_lines(count: int, seed: int) -> list[str]:
+    """Benchmark drops, and everything the chunk regex leaves to the full parser, mixed in."""
+    rng = random.Random(seed)
+    lines = list(_benchmark_module().synthetic_lines(count, seed))
+    json_lines = (DATA / "ulogd.json").read_text().splitlines(keepends=True)
+    out: list[str] = []
+    for index, line in enumerate(lines):
+        roll = rng.random()
+        if roll < 0.02:
+            out.append(line[: rng.randrange(len(line) - 1)] + "\n")  # truncated: garbled
+        elif roll < 0.03:
+            out.append(line.replace(" SRC=", "  SRC=", 1))  # odd spacing: valid
+        elif roll < 0.04:
+            out.append(line.replace(" SPT=", " SPT=0", 1))  # a leading zero: valid
+        elif roll < 0.05:
+            out.append(line.replace("\n", "\r\n"))
+        elif roll < 0.06:
+            out.append(rng.choice((IPV6_LINE, ICMP_LINE)) + "\n")
+        elif roll < 0.07:
+            out.append(rng.choice(json_lines))
+        elif roll < 0.075:
+            out.append(rng.choice(("\n", "   \n", "garbage \u00e9\n", "{not json\n")))
+        elif roll < 0.08:
+            out.append(line.replace("DROP by policy ", "DROP by policy caf\u00e9-", 1))
+        elif roll < 0.09:
+            out.extend((line, line))  # the same policy line twice: two packets
+        elif roll < 0.10 and index + 1 < len(lines):
+            out.append(lines[index + 1])  # interleaved packets
+            out.append(line)
+        else:
+            out.append(line)
+    return out
+
+
+def _assert_same(paths, **options):
+    expected = full_path(paths, window=options.get("window", JOIN_WINDOW))
+    got = fast_path(paths, **options)
+    assert got[2] == expected[2], "line, record and garbled counts differ"
+    assert len(got[0]) == len(expected[0])
+    assert got[0] == expected[0], "--json events differ"
+    assert got[1] == expected[1], "--summary flows differ"
+    return expected
+
+
+def test_the_shipped_logs_give_the_same_events_summary_and_counts():
+    expected = _assert_same([DATA / "syslogemu.log", DATA / "ulogd.json"])
+    assert len(expected[0]) == 5
+    assert expected[2]["garbled"] == 3
+
+
+@pytest.mark.parametrize(
+    ("window", "jobs", "chunk_bytes"),
+    [
+        (JOIN_WINDOW, 1, logscan.CHUNK_BYTES),  # one chunk, in process
+        (16, 1, 2_000),  # chunks shorter than the head: the parent joins everything
+        (16, 2, 40_000),  # workers: events cut by chunk ends, groups aged across them
+        (64, 2, 9_000),
+    ],
+)
+def test_a_mixed_file_gives_the_same_results_however_it_is_chunked(
+    tmp_path, monkeypatch, window, jobs, chunk_bytes
+):
+    monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 0)
+    path = tmp_path / "syslogemu.log"
+    path.write_bytes("".join(mixed_lines(4000, seed=window + jobs)).encode())
+    expected = _assert_same([path], window=window, jobs=jobs, chunk_bytes=chunk_bytes)
+    assert expected[2]["garbled"] > 50
+    assert any('"real": false' in line for line in expected[0])
+    assert any(line.count('"origins"') and '", "' in line for line in expected[0])
+
+
+def test_rotated_and_gzipped_files_join_across_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 0)
+    lines = mixed_lines(3000, seed=3)
+    # Rotation cuts the log in the middle of a packet's lines.
+    first, second, third = lines[:1001], lines[1001:2001], lines[2001:]
+    with gzip.open(tmp_path / "syslogemu.log.2.gz", "wt", encoding="utf-8", newline="") as out:
+        out.write("".join(first))
+    (tmp_path / "syslogemu.log.1").write_text("".join(second), newline="")
+    (tmp_path / "syslogemu.log").write_text("".join(third), newline="")
+    paths = sorted(tmp_path.iterdir(), key=cli_logs.rotation_order)
+    assert paths[0].name == "syslogemu.log.2.gz"
+    for jobs, chunk_bytes in ((1, logscan.CHUNK_BYTES), (2, 7_000)):
+        _assert_same(paths, window=32, jobs=jobs, chunk_bytes=chunk_bytes)
+
+
+def test_a_truncated_gzip_keeps_the_whole_lines_read_as_the_full_path_does(tmp_path):
+    data = gzip.compress("".join(_benchmark_module().synthetic_lines(3000)).encode())
+    path = tmp_path / "syslogemu.log.1.gz"
+    path.write_bytes(data[: len(data) * 2 // 3])
+    expected = _assert_same([path, DATA / "syslogemu.log"], chunk_bytes=5_000)
+    assert expected[2]["garbled"] == 1 + 2  # and the two in syslogemu.log
+    assert "file ends badly" in expected[2]["garbled_samples"][0]
+    assert 0 < expected[2]["lines"] < 3000 + 8
+
+
+def test_the_sweep_schedule_is_when_the_full_joiner_emits_a_lonely_group():
+    pod_line = ICMP_LINE.replace(" ID=7 ", " ID={} ")
+    policy_line = pod_line.replace("  IN=", " DROP by policy a/b IN=")
+    window = 8
+    for first in range(60):
+        joiner = EventJoiner(window)
+        emitted_at = None
+        for position in range(200):
+            line = policy_line if position == first else pod_line
+            events = joiner.add(parse_logemu_line(line.format(position), str(position)))
+            if any(event.origins == (str(first),) for event in events):
+                emitted_at = position
+                break
+        assert emitted_at == logscan._sweep_after(first, window), first
+
+
+def test_the_cli_takes_the_fast_path_and_prints_what_the_full_path_prints(monkeypatch):
+    calls = []
+    real_scan = logscan.scan
+
+    def counting_scan(*args, **kwargs):
+        calls.append(args[3])
+        return real_scan(*args, **kwargs)
+
+    monkeypatch.setattr(cli_logs, "scan", counting_scan)
+    from click.testing import CliRunner
+
+    snapshot = ["--snapshot", str(DATA / "pods.json"), "--snapshot", str(DATA / "policies.yaml")]
+    files = [str(DATA / "syslogemu.log"), str(DATA / "ulogd.json")]
+    result = CliRunner().invoke(main, ["logs", *files, "--json", *snapshot])
+    assert result.exit_code == 0, result.output
+    lines, flows, _ = full_path([DATA / "syslogemu.log", DATA / "ulogd.json"])
+    assert result.stdout == "".join(lines)
+    summary = CliRunner().invoke(main, ["logs", *files, "--summary", "--json", *snapshot])
+    assert [json.loads(line) for line in summary.stdout.splitlines()] == flows[:10]
+    assert calls == ["events", "summary"]
+    filtered = CliRunner().invoke(main, ["logs", *files, "--json", "--policy", "tenant-b/x"])
+    assert filtered.exit_code == 0
+    assert calls == ["events", "summary"], "a filter takes the full path"
