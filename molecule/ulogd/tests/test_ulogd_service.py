@@ -49,6 +49,13 @@ def test_config_listens_on_group_100_with_both_stacks(host):
     assert f'[json1]\nfile="{JSON_FILE}"\nsync=1' in text
 
 
+def test_previous_config_was_backed_up(host):
+    backups = host.check_output("find /etc -maxdepth 1 -name 'ulogd.conf.*~'").split()
+    assert backups, "no backup of the packaged /etc/ulogd.conf"
+    packaged = [path for path in backups if "group=0" in host.file(path).content_string]
+    assert packaged, "no backup holds the packaged config (NFLOG group 0)"
+
+
 def test_log_directory_and_files_belong_to_ulog(host):
     directory = host.file("/var/log/ulog")
     assert directory.is_directory
