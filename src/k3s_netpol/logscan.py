@@ -28,6 +28,7 @@ import contextlib
 import gzip
 import json
 import multiprocessing
+import operator
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -53,29 +54,32 @@ CHUNK_BYTES = 8 << 20
 PARALLEL_MIN_BYTES = 16 << 20
 
 _MONTH = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
-_NUMBER = "(0|[1-9][0-9]*)"
+_NUMBER = "(?!0[0-9])([0-9]+)"  # canonical: equal text is an equal int
 
 
 def _canonical_logemu(*, stamp: bool, tail: bool) -> re.Pattern[str]:
-    """ulogd2's printpkt output as it really is written; see the module docstring for why."""
+    """ulogd2's printpkt output as it really is written; see the module docstring for why.
+
+    A TCP line's SEQ joins its key; any other protocol's line with a SEQ= is left to the full
+    parser, which ignores that SEQ.
+    """
     capture_stamp = "(" if stamp else "(?:"
     capture_tail = "(" if tail else "(?:"
     return re.compile(
         rf"^{capture_stamp}{_MONTH} [ 1-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]) "
-        r"(?=[^ =\n]+ ((?:[^=\n]* )?)IN=)([^ =\n]+) (?:[^=\n]* )?"
-        r"IN=[^ \n]* OUT=[^ \n]* (?:MAC=[^ \n]* )?"
-        r"SRC=([0-9A-Fa-f:.]+) DST=([0-9A-Fa-f:.]+) "
+        r"([^ =\n]+) ((?:[^=\n]* )?)IN=[^ \n]* OUT=[^ \n]* (?:MAC=[^ \n]* )?"
+        r"SRC=([0-9A-Fa-f:.]+ DST=[0-9A-Fa-f:.]+) "
         rf"LEN=[0-9]+ TOS=[^ \n]+ PREC=[^ \n]+ TTL=[0-9]+ ID={_NUMBER} (?:[A-Z]+ )*"
-        r"PROTO=(?=TCP |(?:UDP|UDPLITE|SCTP) SPT=[0-9]+ DPT=[0-9]+(?! SEQ=))"
+        r"PROTO=(?:(?=TCP )|(?![A-Z]+ SPT=[0-9]+ DPT=[0-9]+ SEQ=))"
         rf"([A-Z]+) SPT={_NUMBER} DPT={_NUMBER}(?: SEQ={_NUMBER})?(?! SEQ=)"
         rf"{capture_tail}(?: [^\n]*)?) MARK=(?:0x)?{capture_tail}[0-9A-Fa-f]+)$",
         re.MULTILINE,
     )
 
 
-# Rows: --json (stamp, prefix, node, src, dst, id, proto, spt, dpt, seq, tail, mark);
-# --summary (prefix, node, src, dst, id, proto, spt, dpt, seq). The packet key is a slice.
-# Absent numbers are "" (numbers are canonical, so string equality is int equality).
+# Rows: --json (stamp, node, prefix, "src DST=dst", id, proto, spt, dpt, seq, tail, mark);
+# --summary (node, prefix, "src DST=dst", id, proto, spt, dpt, seq). Absent numbers are "".
+# The packet key, (node, "src DST=dst", id, proto, spt, dpt, seq), is picked out of a row.
 _EVENT_ROW = _canonical_logemu(stamp=True, tail=True)
 _SUMMARY_ROW = _canonical_logemu(stamp=False, tail=False)
 Row = tuple[Any, ...]
@@ -84,11 +88,13 @@ Row = tuple[Any, ...]
 class _Layout(NamedTuple):
     pattern: re.Pattern[str]
     prefix: int
-    key_start: int
-    key_end: int
+    key: Callable[[Row], Row]
 
 
-_LAYOUTS = {"events": _Layout(_EVENT_ROW, 1, 2, 10), "summary": _Layout(_SUMMARY_ROW, 0, 1, 9)}
+_LAYOUTS = {
+    "events": _Layout(_EVENT_ROW, 2, operator.itemgetter(1, 3, 4, 5, 6, 7, 8)),
+    "summary": _Layout(_SUMMARY_ROW, 1, operator.itemgetter(0, 2, 3, 4, 5, 6, 7)),
+}
 
 
 def _text(value: int | None) -> str:
@@ -100,10 +106,9 @@ def row_of_record(record: LogRecord, mode: str) -> Row:
     tail = " " + " ".join(sorted(record.flags))
     row = (
         record.time,
-        record.prefix,
         record.node,
-        record.source,
-        record.destination,
+        record.prefix,
+        f"{record.source} DST={record.destination}",
         _text(record.ip_id),
         record.protocol,
         _text(record.source_port),
@@ -112,7 +117,7 @@ def row_of_record(record: LogRecord, mode: str) -> Row:
         tail,
         None if record.mark is None else format(record.mark, "x"),
     )
-    return row if mode == "events" else row[1:10]
+    return row if mode == "events" else row[1:9]
 
 
 _PREFIX_CACHE: dict[str, tuple[str | None, bool]] = {}
@@ -209,8 +214,8 @@ Closer = Callable[[Row, Group, bool], Any]
 
 
 def summary_entry(key: Row, group: Group, real: bool) -> Any:
-    """--summary keeps of an event: its flow (node, source, destination, protocol, port) etc."""
-    return ((key[0], key[1], key[2], key[4], key[6]), tuple(group[1]), real)
+    """What --summary keeps of an event: (node, "src DST=dst", protocol, port), policies, real."""
+    return ((key[0], key[1], key[3], key[5]), tuple(group[1]), real)
 
 
 def join_rows(
@@ -236,14 +241,14 @@ def join_rows(
     when the full joiner emits it depends on its sweep schedule (see `_sweep_after`). With
     head_keys, lines of those keys go to `head` instead (the parent joins them).
     """
-    prefix_at, key_start, key_end = layout.prefix, layout.key_start, layout.key_end
+    prefix_at, key_of = layout.prefix, layout.key
     meanings = _PREFIX_CACHE
     get_group = open_groups.get
     too_old = window + window // 4 + 1
     next_cleanup = 0
     skip = head_keys if head_keys else None
     for position, row, origin in items:
-        key = row[key_start:key_end]
+        key = key_of(row)
         if skip is not None and key in skip and head is not None:
             head.append((position, row, origin))
             continue
@@ -288,7 +293,7 @@ def join_rows(
             keys.append(3 * position + 2)
             payloads.append(close(key, group, meaning[1]))
         else:
-            entry = ((key[0], key[1], key[2], key[4], key[6]), tuple(group[1]), meaning[1])
+            entry = ((key[0], key[1], key[3], key[5]), tuple(group[1]), meaning[1])
             tally = counts.get(entry)
             if tally is None:
                 counts[entry] = [3 * position + 2, 1]
@@ -315,7 +320,7 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
         origins = [""] * len(rows)
     head_end = min(2 * task.window, len(rows))
     head = list(zip(range(head_end), rows[:head_end], origins[:head_end], strict=True))
-    head_keys = {row[layout.key_start : layout.key_end] for row in rows[:head_end]}
+    head_keys = set(map(layout.key, rows[:head_end]))
     open_groups: dict[Row, Group] = {}
     keys: list[int] = []
     payloads: list[Any] = []
@@ -364,10 +369,6 @@ def _json_text(value: str | None) -> str:
     return "null" if value is None else str(_encode(value))
 
 
-def _json_number(value: str) -> str:
-    return value or "null"
-
-
 _FLAG_CACHE: dict[str, str] = {}
 _MARK_CACHE: dict[str | None, str] = {None: "null"}
 
@@ -391,7 +392,7 @@ def _mark_json(mark: str | None) -> str:
 
 
 _EVENT_LINE = (
-    '{"time": %s, "node": %s, "source": %s, "destination": %s, "protocol": %s, '
+    '{"time": %s, "node": %s, "source": %s, "protocol": %s, '
     '"source_port": %s, "destination_port": %s, "policy": %s, "policies": [%s], "real": %s, '
     '"ip_id": %s, "tcp_seq": %s, "flags": %s, "mark": %s, "lines": %d, "origins": [%s], '
     '"source_pod": %s, "destination_pod": %s, "expected": %s, "flagged": %s, "verdict": %s}\n'
@@ -403,18 +404,20 @@ class EventFormatter:
 
     def __init__(self, enricher: Enricher) -> None:
         self.enricher = enricher
-        self._flows: dict[tuple[str, str, str, str], tuple[str, ...]] = {}
+        self._flows: dict[tuple[str, str, str], tuple[str, ...]] = {}
         self._policies: dict[tuple[str, ...], tuple[str, str]] = {}
 
-    def _flow(self, source: str, destination: str, port: str, protocol: str) -> tuple[str, ...]:
-        flow_key = (source, destination, port, protocol)
+    def _flow(self, addresses: str, port: str, protocol: str) -> tuple[str, ...]:
+        flow_key = (addresses, port, protocol)
         known = self._flows.get(flow_key)
         if known is None:
+            source, destination = addresses.split(" DST=")
             source_pod, destination_pod, expected = self.enricher.describe(
                 source, destination, int(port) if port else None, protocol
             )
             allowed = expected == "allowed"
             known = self._flows[flow_key] = (
+                f'"{source}", "destination": "{destination}"',
                 _json_text(source_pod),
                 _json_text(destination_pod),
                 _json_text(expected),
@@ -427,35 +430,35 @@ class EventFormatter:
     def close(self, key: Row, group: Group, real: bool) -> str:
         records = group[2]
         first_row = records[0][0]
-        node, source, destination, ip_id, protocol, source_port, destination_port, seq = key
+        node, addresses, ip_id, protocol, source_port, destination_port, seq = key
         policies = tuple(group[1])
         quoted = self._policies.get(policies)
         if quoted is None:
             names = [_json_text(policy) for policy in policies]
             quoted = self._policies[policies] = (names[0] if names else "null", ", ".join(names))
-        flow = self._flow(source, destination, destination_port, protocol)
+        flow = self._flow(addresses, destination_port, protocol)
+        tcp = protocol == "TCP"
         return _EVENT_LINE % (
             _json_text(first_row[0]),
             _json_text(node),
-            f'"{source}"',
-            f'"{destination}"',
+            flow[0],
             _json_text(protocol),
-            _json_number(source_port),
-            _json_number(destination_port),
+            source_port or "null",
+            destination_port or "null",
             quoted[0],
             quoted[1],
             "true" if real else "false",
-            _json_number(ip_id),
-            _json_number(seq) if protocol == "TCP" else "null",
-            _flags_json(first_row[10]) if protocol == "TCP" else "[]",
-            _mark_json(records[-1][0][11]),
+            ip_id or "null",
+            (seq or "null") if tcp else "null",
+            _flags_json(first_row[9]) if tcp else "[]",
+            _mark_json(records[-1][0][10]),
             len(records),
-            ", ".join(origin for _, origin in records),
-            flow[0],
+            ", ".join([origin for _, origin in records]),
             flow[1],
             flow[2],
             flow[3],
-            flow[4] if real else flow[5],
+            flow[4],
+            flow[5] if real else flow[6],
         )
 
 
@@ -758,7 +761,8 @@ def summary_flows(
     flows: dict[tuple[str, str, str, int | None], FlowSummary] = {}
     ordered = sorted(first_seen.items(), key=lambda item: item[1][0])
     for entry, (_, count) in ordered:
-        (node, source, destination, protocol, port_text), policies, real = entry
+        (node, addresses, protocol, port_text), policies, real = entry
+        source, destination = addresses.split(" DST=")
         port = int(port_text) if port_text else None
         source_pod, destination_pod, expected = enricher.describe(
             source, destination, port, protocol
