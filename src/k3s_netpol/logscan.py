@@ -31,6 +31,7 @@ import multiprocessing
 import operator
 import os
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +219,10 @@ def summary_entry(key: Row, group: Group, real: bool) -> Any:
     return ((key[0], key[1], key[3], key[5]), tuple(group[1]), real)
 
 
+# Stands in open_groups for a key whose lines the worker leaves to the parent.
+_HEAD: Group = [1 << 62, [], []]
+
+
 def join_rows(
     items: Iterable[tuple[int, Row, str]],
     layout: _Layout,
@@ -230,7 +235,6 @@ def join_rows(
     *,
     collect: bool,
     counts: dict[Any, list[int]] | None = None,
-    head_keys: set[Row] | None = None,
     head: list[tuple[int, Row, str]] | None = None,
 ) -> None:
     """Join (position, row, origin) items into groups, as logs.EventJoiner does.
@@ -238,37 +242,58 @@ def join_rows(
     A group closed by a line goes to keys/payloads (sort key 3 * position + kind), or with
     `counts` (--summary) is tallied there as {entry: [first sort key, events]}. A group closed
     for age goes to `aged` as (first position, position of the line that closed it or -1):
-    when the full joiner emits it depends on its sweep schedule (see `_sweep_after`). With
-    head_keys, lines of those keys go to `head` instead (the parent joins them).
+    when the full joiner emits it depends on its sweep schedule (see `_sweep_after`). Lines
+    of a key whose open group is _HEAD go to `head` instead.
     """
     prefix_at, key_of = layout.prefix, layout.key
     meanings = _PREFIX_CACHE
     get_group = open_groups.get
     too_old = window + window // 4 + 1
+    # Groups by age, to close those no line can join any more (entries of groups closed or
+    # moved since are skipped).
+    order = deque(
+        sorted(
+            ((group[0], key, group) for key, group in open_groups.items() if group is not _HEAD),
+            key=operator.itemgetter(0),
+        )
+    )
     next_cleanup = 0
-    skip = head_keys if head_keys else None
+    # The newest group stays out of open_groups while its packet's lines come one after another.
+    current: Group | None = None
+    current_key: Row = ()
     for position, row, origin in items:
         key = key_of(row)
-        if skip is not None and key in skip and head is not None:
-            head.append((position, row, origin))
-            continue
+        if current is not None and key == current_key:
+            group: Group | None = current
+            key = current_key
+            current = None
+        else:
+            if current is not None:
+                open_groups[current_key] = current
+                order.append((current[0], current_key, current))
+                current = None
+            group = get_group(key)
+            if group is not None:
+                if group is _HEAD:
+                    if head is not None:
+                        head.append((position, row, origin))
+                    continue
+                del open_groups[key]
         if position >= next_cleanup:
             next_cleanup = position + 64
-            stale = [k for k, group in open_groups.items() if position - group[0] > too_old]
-            for stale_key in stale:
-                stale_group = open_groups.pop(stale_key)
-                aged.append((stale_group[0], -1, close(stale_key, stale_group, False)))
+            while order and position - order[0][0] > too_old:
+                _, stale_key, stale_group = order.popleft()
+                if get_group(stale_key) is stale_group:
+                    del open_groups[stale_key]
+                    aged.append((stale_group[0], -1, close(stale_key, stale_group, False)))
         raw = row[prefix_at]
         meaning = meanings.get(raw) or _prefix_meaning(raw)
         policy = meaning[0]
-        group = get_group(key)
         if group is not None:
             if position - group[0] > window:
-                del open_groups[key]
                 aged.append((group[0], position, close(key, group, False)))
                 group = None
             elif policy is not None and policy in group[1]:
-                del open_groups[key]
                 if counts is None:
                     keys.append(3 * position + 1)
                     payloads.append(close(key, group, False))
@@ -277,18 +302,17 @@ def join_rows(
                 group = None
         if policy is not None:
             if group is None:
-                open_groups[key] = [position, [policy], [(row, origin)] if collect else []]
+                group = [position, [policy], [(row, origin)] if collect else []]
             else:
                 group[1].append(policy)
                 if collect:
                     group[2].append((row, origin))
+            current, current_key = group, key
             continue
         if group is None:
             group = [position, [], [(row, origin)] if collect else []]
-        else:
-            del open_groups[key]
-            if collect:
-                group[2].append((row, origin))
+        elif collect:
+            group[2].append((row, origin))
         if counts is None:
             keys.append(3 * position + 2)
             payloads.append(close(key, group, meaning[1]))
@@ -299,6 +323,8 @@ def join_rows(
                 counts[entry] = [3 * position + 2, 1]
             else:
                 tally[1] += 1
+    if current is not None:
+        open_groups[current_key] = current
 
 
 def _count(counts: dict[Any, list[int]], entry: Any, key: int) -> None:
@@ -320,8 +346,7 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
         origins = [""] * len(rows)
     head_end = min(2 * task.window, len(rows))
     head = list(zip(range(head_end), rows[:head_end], origins[:head_end], strict=True))
-    head_keys = set(map(layout.key, rows[:head_end]))
-    open_groups: dict[Row, Group] = {}
+    open_groups: dict[Row, Group] = dict.fromkeys(map(layout.key, rows[:head_end]), _HEAD)
     keys: list[int] = []
     payloads: list[Any] = []
     aged: list[tuple[int, int, Any]] = []
@@ -337,7 +362,6 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
         aged,
         collect=events,
         counts=counts,
-        head_keys=head_keys,
         head=head,
     )
     if counts is not None:
@@ -349,7 +373,7 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
         payloads=payloads,
         aged=aged,
         head=head,
-        open_groups=list(open_groups.items()),
+        open_groups=[(key, group) for key, group in open_groups.items() if group is not _HEAD],
     )
 
 
