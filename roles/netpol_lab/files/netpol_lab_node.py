@@ -213,7 +213,12 @@ def parse_sysctls(values: list[str]) -> dict[str, str]:
 def ensure_sysctls(node: Node, settings: dict[str, str]) -> None:
     """Set the node's sysctls (after the bridge exists: net.bridge.* appears with it)."""
     for key, wanted in settings.items():
-        current = node.run(node.wrap(["sysctl", "-n", key])).strip() if not node.check else None
+        try:
+            current: str | None = node.run(node.wrap(["sysctl", "-n", key])).strip()
+        except RuntimeError:
+            if not node.check:
+                raise
+            current = None  # check mode before the bridge exists: net.bridge.* is not there yet
         if current != wanted:
             node.change(
                 f"sysctl {key}={wanted}", node.wrap(["sysctl", "-q", "-w", f"{key}={wanted}"])
@@ -226,8 +231,7 @@ def command_pods(args: argparse.Namespace) -> dict[str, Any]:
     node = Node(args.node_netns, check=args.check)
     bridge = lab["bridge"]
     ensure_bridge(node, bridge["name"], bridge["address"])
-    if not node.check or not node.actions:
-        ensure_sysctls(node, sysctls)
+    ensure_sysctls(node, sysctls)
     for pod in lab["pods"]:
         ensure_pod(node, pod, bridge["name"], bridge["address"])
     state = Path(args.state_dir) / "pods.json"
