@@ -110,7 +110,11 @@ class HostLab:
         self.lab = dict(compiled.lab)
         sysctls = [f"--sysctl={key}={value}" for key, value in NODE_SYSCTLS.items()]
         pods = self.helper(
-            "pods", str(self.compiled_dir / "lab.json"), "--state-dir", str(self.state_dir), *sysctls
+            "pods",
+            str(self.compiled_dir / "lab.json"),
+            "--state-dir",
+            str(self.state_dir),
+            *sysctls,
         )
         self.helper("load", str(self.compiled_dir))
         return pods
