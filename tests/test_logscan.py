@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from k3s_netpol import logscan
+from k3s_netpol import logs, logscan
 from k3s_netpol.cli import logs as cli_logs
 from k3s_netpol.cli import main
 from k3s_netpol.logs import (
@@ -86,6 +86,33 @@ def fast_path(paths, *, window=JOIN_WINDOW, nodes=None, jobs=1, chunk_bytes=logs
     return lines, flows, vars(event_stats)
 
 
+def tricky_variants(line: str) -> list[str]:
+    """Lines near the edge of what the chunk regex takes; some valid, some garbled."""
+    tcp = " PROTO=TCP " in line
+    return [
+        line.replace(" MARK=", " MARK=7 MARK=", 1),
+        line.replace(" IN=", "IN=", 1),  # prefix glued to IN=: garbled
+        line.replace(" IN=", " x=y IN=", 1),  # '=' in the prefix
+        line.replace(" DF ", " CE DF ", 1),
+        line.replace(" DF ", " ", 1),
+        line.replace(" MARK=", "  MARK=", 1),
+        line.replace(" MARK=0x", " MARK=0x ", 1),  # garbled
+        line.rstrip("\n") + "  \n",
+        " " + line,
+        "\t" + line,
+        line.replace("DROP by", "DROP\tby", 1),
+        line.replace(" ID=", " ID=0", 1),
+        line.replace(" DPT=", " DPT=00", 1),
+        line.replace(" SEQ=", " SEQ=1 SEQ=", 1) if tcp else line.replace(" LEN=4", " SEQ=5 LEN=4"),
+        line.replace(" SEQ=", " SEQ=x", 1) if tcp else line.replace(" DPT=", " DPT=x", 1),
+        line.replace(" PROTO=TCP ", " PROTO=UDPLITE ", 1),
+        line.replace(" SPT=", " SPT=05", 1),
+        line.replace("Jan  ", "Jan 0", 1).replace("Jan 1", "Jan 01", 1),
+        line.replace(" MAC=", " XMAC=", 1),
+        line.replace(" 00:", " 0:", 1),
+    ]
+
+
 def mixed_lines(count: int, seed: int) -> list[str]:
     """Benchmark drops, and everything the chunk regex leaves to the full parser, mixed in."""
     rng = random.Random(seed)
@@ -112,12 +139,35 @@ def mixed_lines(count: int, seed: int) -> list[str]:
             out.append(line.replace("DROP by policy ", "DROP by policy caf\u00e9-", 1))
         elif roll < 0.09:
             out.extend((line, line))  # the same policy line twice: two packets
+        elif roll < 0.095:
+            out.append(rng.choice(tricky_variants(line)))
         elif roll < 0.10 and index + 1 < len(lines):
             out.append(lines[index + 1])  # interleaved packets
             out.append(line)
         else:
             out.append(line)
     return out
+
+
+def test_the_chunk_regex_takes_a_subset_of_lines_and_reads_them_as_the_full_parser():
+    taken = left = 0
+    for line in _benchmark_module().synthetic_lines(400, seed=11):
+        for variant in [line, *tricky_variants(line)]:
+            text = variant.rstrip("\n")
+            found = logscan._EVENT_ROW.match(text)
+            if found is None:
+                left += 1
+                continue
+            taken += 1
+            record = parse_logemu_line(text)
+            row = found.groups("")
+            expected = logscan.row_of_record(record, "events")
+            assert row[:2] + row[3:9] == expected[:2] + expected[3:9], variant
+            assert set(row[9].split()) & logs.TCP_FLAG_NAMES == set(expected[9].split()), variant
+            assert int(row[10], 16) == record.mark, variant
+            assert logscan._prefix_meaning(row[2]) == logscan._prefix_meaning(record.prefix)
+    assert taken > 400
+    assert left > 400
 
 
 def _assert_same(paths, **options):

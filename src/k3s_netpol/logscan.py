@@ -68,12 +68,12 @@ def _canonical_logemu(*, stamp: bool, tail: bool) -> re.Pattern[str]:
     capture_tail = "(" if tail else "(?:"
     return re.compile(
         rf"^{capture_stamp}{_MONTH} [ 1-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]) "
-        r"([^ =\n]+) ((?:[^=\n]* )?)IN=[^ \n]* OUT=[^ \n]* (?:MAC=[^ \n]* )?"
+        r"([^ =\n]+) ([^=\n]*)(?<= )IN=[^ \n]* OUT=[^ \n]* (?:MAC=[^ \n]* |)"
         r"SRC=([0-9A-Fa-f:.]+ DST=[0-9A-Fa-f:.]+) "
-        rf"LEN=[0-9]+ TOS=[^ \n]+ PREC=[^ \n]+ TTL=[0-9]+ ID={_NUMBER} (?:[A-Z]+ )*"
+        rf"LEN=[0-9]+ TOS=[^ \n]+ PREC=[^ \n]+ TTL=[0-9]+ ID={_NUMBER} (?:DF |)"
         r"PROTO=(?:(?=TCP )|(?![A-Z]+ SPT=[0-9]+ DPT=[0-9]+ SEQ=))"
-        rf"([A-Z]+) SPT={_NUMBER} DPT={_NUMBER}(?: SEQ={_NUMBER})?(?! SEQ=)"
-        rf"{capture_tail}(?: [^\n]*)?) MARK=(?:0x)?{capture_tail}[0-9A-Fa-f]+)$",
+        rf"([A-Z]+) SPT={_NUMBER} DPT={_NUMBER}(?: SEQ={_NUMBER}|(?! SEQ=))"
+        rf" {capture_tail}[^\n]*)(?<= )MARK=(?:0x|){capture_tail}[0-9A-Fa-f]+)$",
         re.MULTILINE,
     )
 
