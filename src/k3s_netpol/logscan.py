@@ -51,8 +51,8 @@ from k3s_netpol.logs import (
     policy_of_prefix,
 )
 
-CHUNK_BYTES = 8 << 20
-PARALLEL_MIN_BYTES = 16 << 20
+CHUNK_BYTES = 16 << 20
+PARALLEL_MIN_BYTES = 32 << 20  # two chunks
 
 _MONTH = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _NUMBER = "(?!0[0-9])([0-9]+)"  # canonical: equal text is an equal int
@@ -150,9 +150,11 @@ class ChunkTask(NamedTuple):
 
 
 class ChunkResult(NamedTuple):
+    lines: int
     records: int
-    garbled: list[tuple[str, str]]
-    # events closed at a known position: sort keys (3 * position + kind) and payloads
+    garbled: list[tuple[int, str]]  # (line number counted from the task's line_base, why)
+    # events closed at a known position: sort keys (3 * position + kind) and payloads;
+    # --summary: one payload, {entry: [first sort key, events]}
     keys: list[int]
     payloads: list[Any]
     # events closed by age: (first position, position of the same-key line that closed it or -1)
@@ -168,13 +170,16 @@ def _lines_of(text: str) -> list[str]:
     return lines
 
 
-def chunk_rows(task: ChunkTask, text: str) -> tuple[list[Row], list[str], list[tuple[str, str]]]:
-    """Rows of a chunk, each line's origin (JSON-quoted), and the garbled lines (origin, why)."""
+def chunk_rows(
+    task: ChunkTask, text: str
+) -> tuple[list[Row], list[str], list[tuple[int, str]], int]:
+    """Rows of a chunk, each row's origin (JSON-quoted; --json only), the garbled lines
+    (line number counted from task.line_base, why) and the number of lines."""
     layout = _LAYOUTS[task.mode]
     quoted_name = json.dumps(task.name)[:-1] + ":"
     rows: list[Row] = layout.pattern.findall(text)
     line_count = text.count("\n") + (0 if not text or text.endswith("\n") else 1)
-    garbled: list[tuple[str, str]] = []
+    garbled: list[tuple[int, str]] = []
     if len(rows) == line_count:
         base = task.line_base + 1
         origins = (
@@ -182,7 +187,7 @@ def chunk_rows(task: ChunkTask, text: str) -> tuple[list[Row], list[str], list[t
             if task.mode == "events"
             else []
         )
-        return rows, origins, garbled
+        return rows, origins, garbled, line_count
     rows = []
     origins = []
     match = layout.pattern.match
@@ -200,12 +205,12 @@ def chunk_rows(task: ChunkTask, text: str) -> tuple[list[Row], list[str], list[t
             try:
                 record = parse_line(line if unterminated else line + "\n", origin, task.node)
             except LogParseError as error:
-                garbled.append((origin, str(error)))
+                garbled.append((number, str(error)))
                 continue
             rows.append(row_of_record(record, task.mode))
         if task.mode == "events":
             origins.append(f'{quoted_name}{number}"')
-    return rows, origins, garbled
+    return rows, origins, garbled, line_count
 
 
 # A group of lines of one packet: [first position, policies named, [(row, origin), ...]]
@@ -338,7 +343,7 @@ def _count(counts: dict[Any, list[int]], entry: Any, key: int) -> None:
 def _scan_chunk(task: ChunkTask) -> ChunkResult:
     """Worker: parse a chunk and join it from an empty state (positions relative to it)."""
     text = _decode(task.data)
-    rows, origins, garbled = chunk_rows(task, text)
+    rows, origins, garbled, line_count = chunk_rows(task, text)
     layout = _LAYOUTS[task.mode]
     events = task.mode == "events"
     closer = _WORKER.closer(task.mode)
@@ -364,13 +369,12 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
         counts=counts,
         head=head,
     )
-    if counts is not None:
-        payloads = [(entry, key, count) for entry, (key, count) in counts.items()]
     return ChunkResult(
+        lines=line_count,
         records=len(rows),
         garbled=garbled,
         keys=keys,
-        payloads=payloads,
+        payloads=payloads if counts is None else [counts],
         aged=aged,
         head=head,
         open_groups=[(key, group) for key, group in open_groups.items() if group is not _HEAD],
@@ -416,23 +420,26 @@ def _mark_json(mark: str | None) -> str:
 
 
 _EVENT_LINE = (
-    '{"time": %s, "node": %s, "source": %s, "protocol": %s, '
-    '"source_port": %s, "destination_port": %s, "policy": %s, "policies": [%s], "real": %s, '
-    '"ip_id": %s, "tcp_seq": %s, "flags": %s, "mark": %s, "lines": %d, "origins": [%s], '
-    '"source_pod": %s, "destination_pod": %s, "expected": %s, "flagged": %s, "verdict": %s}\n'
+    '{"time": %s, %s, "source_port": %s, "destination_port": %s, %s, "real": %s, "ip_id": %s, '
+    '"tcp_seq": %s, "flags": %s, "mark": %s, "lines": %d, "origins": [%s], %s}\n'
 )
 
 
 class EventFormatter:
-    """Writes an event exactly as `json.dumps(EventView.to_dict())` with ", "/": " would."""
+    """Writes an event exactly as `json.dumps(EventView.to_dict())` with ", "/": " would.
+
+    The parts that repeat from event to event (a flow's names and verdicts, a policy list, a
+    time stamp) are cached as ready JSON text.
+    """
 
     def __init__(self, enricher: Enricher) -> None:
         self.enricher = enricher
-        self._flows: dict[tuple[str, str, str], tuple[str, ...]] = {}
-        self._policies: dict[tuple[str, ...], tuple[str, str]] = {}
+        self._flows: dict[tuple[str, str, str, str], tuple[str, str, str]] = {}
+        self._policies: dict[tuple[str, ...], str] = {}
+        self._stamps: dict[str | None, str] = {}
 
-    def _flow(self, addresses: str, port: str, protocol: str) -> tuple[str, ...]:
-        flow_key = (addresses, port, protocol)
+    def _flow(self, node: str, addresses: str, port: str, protocol: str) -> tuple[str, str, str]:
+        flow_key = (node, addresses, port, protocol)
         known = self._flows.get(flow_key)
         if known is None:
             source, destination = addresses.split(" DST=")
@@ -440,37 +447,51 @@ class EventFormatter:
                 source, destination, int(port) if port else None, protocol
             )
             allowed = expected == "allowed"
+            view = (
+                f'"source_pod": {_json_text(source_pod)}, '
+                f'"destination_pod": {_json_text(destination_pod)}, '
+                f'"expected": {_json_text(expected)}, "flagged": {"true" if allowed else "false"}'
+            )
+            real_verdict = "unexpected drop" if allowed else "drop"
+            false_verdict = "false drop" if allowed else "policy line only"
+            if len(self._flows) > 65536:
+                self._flows.clear()
             known = self._flows[flow_key] = (
-                f'"{source}", "destination": "{destination}"',
-                _json_text(source_pod),
-                _json_text(destination_pod),
-                _json_text(expected),
-                "true" if allowed else "false",
-                '"unexpected drop"' if allowed else '"drop"',  # the verdict of a real drop
-                '"false drop"' if allowed else '"policy line only"',  # and of a false one
+                f'"node": {_json_text(node)}, "source": "{source}", '
+                f'"destination": "{destination}", "protocol": {_json_text(protocol)}',
+                f'{view}, "verdict": "{real_verdict}"',
+                f'{view}, "verdict": "{false_verdict}"',
             )
         return known
+
+    def _policy_text(self, policies: tuple[str, ...]) -> str:
+        text = self._policies.get(policies)
+        if text is None:
+            names = [_json_text(policy) for policy in policies]
+            first = names[0] if names else "null"
+            text = self._policies[policies] = f'"policy": {first}, "policies": [{", ".join(names)}]'
+        return text
+
+    def _stamp(self, stamp: str | None) -> str:
+        text = self._stamps.get(stamp)
+        if text is None:
+            if len(self._stamps) > 4096:
+                self._stamps.clear()
+            text = self._stamps[stamp] = _json_text(stamp)
+        return text
 
     def close(self, key: Row, group: Group, real: bool) -> str:
         records = group[2]
         first_row = records[0][0]
         node, addresses, ip_id, protocol, source_port, destination_port, seq = key
-        policies = tuple(group[1])
-        quoted = self._policies.get(policies)
-        if quoted is None:
-            names = [_json_text(policy) for policy in policies]
-            quoted = self._policies[policies] = (names[0] if names else "null", ", ".join(names))
-        flow = self._flow(addresses, destination_port, protocol)
+        flow = self._flow(node, addresses, destination_port, protocol)
         tcp = protocol == "TCP"
         return _EVENT_LINE % (
-            _json_text(first_row[0]),
-            _json_text(node),
+            self._stamp(first_row[0]),
             flow[0],
-            _json_text(protocol),
             source_port or "null",
             destination_port or "null",
-            quoted[0],
-            quoted[1],
+            self._policy_text(tuple(group[1])),
             "true" if real else "false",
             ip_id or "null",
             (seq or "null") if tcp else "null",
@@ -478,11 +499,7 @@ class EventFormatter:
             _mark_json(records[-1][0][10]),
             len(records),
             ", ".join([origin for _, origin in records]),
-            flow[1],
-            flow[2],
-            flow[3],
-            flow[4],
-            flow[5] if real else flow[6],
+            flow[1] if real else flow[2],
         )
 
 
@@ -586,6 +603,7 @@ class _Merger:
     offset: int = 0  # records before the current chunk
     open_groups: dict[Row, Group] = field(default_factory=dict)
     pending: list[tuple[int, int, Any]] = field(default_factory=list)  # (key, first, payload)
+    tally: dict[Any, list[Any]] = field(default_factory=dict)  # --summary: entry: [order, count]
 
     def take(self, result: ChunkResult) -> None:
         offset, window = self.offset, self.window
@@ -636,6 +654,16 @@ class _Merger:
         keys = [key + 3 * offset for key in result.keys] if self.mode == "events" else []
         self._emit_merged(keys, result.payloads, extra, offset)
 
+    def _tally_extra(self, extra: list[tuple[int, int, Any]]) -> None:
+        tally = self.tally
+        for key, first, entry in extra:
+            seen = tally.get(entry)
+            if seen is None:
+                tally[entry] = [(key, first), 1]
+            else:
+                seen[0] = min(seen[0], (key, first))
+                seen[1] += 1
+
     def _aged_key(self, first: int, closed_by: int) -> int:
         swept = _sweep_after(first, self.window)
         if 0 <= closed_by < swept:
@@ -646,10 +674,16 @@ class _Merger:
         self, keys: list[int], payloads: list[Any], extra: list[tuple[int, int, Any]], offset: int
     ) -> None:
         if self.mode == "summary":
-            # payloads are (entry, first key relative to the chunk, count)
-            merged = [(entry, (key + 3 * offset, 0), count) for entry, key, count in payloads]
-            merged.extend((payload, (key, first), 1) for key, first, payload in extra)
-            self.emit(merged)
+            tally = self.tally
+            base = 3 * offset
+            for counts in payloads:
+                for entry, (key, count) in counts.items():
+                    seen = tally.get(entry)
+                    if seen is None:
+                        tally[entry] = [(key + base, 0), count]
+                    else:
+                        seen[1] += count
+            self._tally_extra(extra)
             return
         if not extra:
             self.emit(payloads)
@@ -680,7 +714,8 @@ class _Merger:
         final_key = 3 * self.offset + 3
         closed.extend((final_key, first, payload) for first, payload in flushed)
         if self.mode == "summary":
-            self.emit([(payload, (key, first), 1) for key, first, payload in closed])
+            self._tally_extra(closed)
+            self.emit([(entry, order, count) for entry, (order, count) in self.tally.items()])
         else:
             self.emit([payload for _, _, payload in closed])
 
@@ -721,21 +756,28 @@ def scan(
     if jobs > 1 and total_bytes >= PARALLEL_MIN_BYTES:
         context = multiprocessing.get_context("fork")
         pool = context.Pool(jobs, initializer=_init_worker, initargs=(formatter,))
-    in_flight: list[_FileEnd | tuple[int, Any]] = []
+    # (file, are the chunk's line numbers counted from the chunk's start, result) or a file's
+    # end, in input order
+    in_flight: list[_FileEnd | tuple[str, bool, Any]] = []
+    file_lines = 0
 
     def settle(limit: int) -> None:
+        nonlocal file_lines
         while len(in_flight) > limit:
             item = in_flight.pop(0)
             if isinstance(item, _FileEnd):
+                file_lines = 0
                 if item.error is not None:
                     stats.note_garbled(f"{item.name}:{stats.lines}", item.error)
                 continue
-            lines, outcome = item
-            stats.lines += lines
+            name, from_chunk_start, outcome = item
             result: ChunkResult = outcome.get() if pool is not None else outcome
+            base = file_lines if from_chunk_start else 0
+            file_lines += result.lines
+            stats.lines += result.lines
             stats.records += result.records
-            for origin, reason in result.garbled:
-                stats.note_garbled(origin, reason)
+            for number, reason in result.garbled:
+                stats.note_garbled(f"{name}:{base + number}", reason)
             merger.take(result)
 
     try:
@@ -750,15 +792,17 @@ def scan(
                         in_flight.append(chunk)
                         continue
                     data, last = chunk
-                    lines = _line_count(data)
+                    # --json's origins need each chunk's first line number before it runs
                     task = ChunkTask(data, name, node, line_base, last, mode, window)
-                    line_base += lines
-                    if pool is not None:
-                        in_flight.append((lines, pool.apply_async(_scan_chunk, (task,))))
-                        settle(2 * jobs)
-                    else:
-                        in_flight.append((lines, _scan_chunk(task)))
-                        settle(0)
+                    if mode == "events":
+                        line_base += _line_count(data)
+                    outcome = (
+                        _scan_chunk(task)
+                        if pool is None
+                        else pool.apply_async(_scan_chunk, (task,))
+                    )
+                    in_flight.append((name, mode != "events", outcome))
+                    settle(0 if pool is None else 2 * jobs)
             except LogFileError:
                 settle(0)
                 raise
