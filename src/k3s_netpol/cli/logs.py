@@ -120,6 +120,12 @@ class _RunFailed(click.ClickException):
 )
 @click.option("--top", default=10, show_default=True, metavar="N", help="Rows in --summary.")
 @click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Processes reading big files for --json/--summary (default: one per CPU).",
+)
+@click.option(
     "--inventory",
     metavar="INV",
     help="Gather the ulogd2 files of every node of this Ansible inventory first.",
@@ -136,6 +142,7 @@ def logs_command(
     follow: bool,
     snapshot: tuple[Path, ...],
     top: int,
+    jobs: int | None,
     inventory: str | None,
 ) -> None:
     """Explain policy drops logged by ulogd2 (LOGEMU or JSON lines; plain, .1 or .gz).
@@ -185,7 +192,14 @@ def logs_command(
         if (as_json or summary) and not follow and event_filter == EventFilter():
             try:
                 _fast_output(
-                    paths, nodes, stats, enricher, as_json=as_json, summary=summary, top=top
+                    paths,
+                    nodes,
+                    stats,
+                    enricher,
+                    as_json=as_json,
+                    summary=summary,
+                    top=top,
+                    jobs=jobs,
                 )
             except LogFileError as error:
                 raise click.BadParameter(str(error), param_hint="FILE") from None
@@ -243,15 +257,24 @@ def _fast_output(
     as_json: bool,
     summary: bool,
     top: int,
+    jobs: int | None,
 ) -> None:
     """--json or --summary, unfiltered: logscan's bulk path, with the full path's output."""
     if summary:
         entries: list[Any] = []
-        scan(paths, nodes, stats, "summary", entries.extend, enricher=enricher)
+        scan(paths, nodes, stats, "summary", entries.extend, enricher=enricher, jobs=jobs)
         _write_summary(sys.stdout, summary_flows(entries, enricher, top), as_json=as_json)
         return
     out = sys.stdout
-    scan(paths, nodes, stats, "events", lambda lines: out.write("".join(lines)), enricher=enricher)
+    scan(
+        paths,
+        nodes,
+        stats,
+        "events",
+        lambda lines: out.write("".join(lines)),
+        enricher=enricher,
+        jobs=jobs,
+    )
 
 
 def _output(
