@@ -1,15 +1,16 @@
 """The fast path of `k3s-netpol logs --json/--summary`: same answers as logs.py, in bulk.
 
-logs.py parses one line into one LogRecord and joins records one by one; that costs tens of
+logs.py parses one line into one LogRecord and joins records one by one: about a hundred
 microseconds a line. Here a file is read in large chunks split at line ends; one regex (`findall`)
 pulls the fields of every canonical ulogd2 LOGEMU line of a chunk into plain tuples, and the
 packets are joined on those tuples. Chunks run in worker processes on big inputs.
 
 Exactness with the full path (logs.read_records + logs.EventJoiner, as the CLI runs them):
 - The chunk regex accepts only a subset of the lines logs.parse_logemu_line accepts (single
-  spaces, IPv4, TCP/UDP/SCTP with ports, canonical numbers) and, where both accept a line, pulls
-  the same fields. Every other line (IPv6, ICMP, JSON, odd spacing, garbled) goes through
-  logs.parse_line itself, so garbled lines are counted and described identically.
+  spaces, IPv4, a protocol with ports, no IP flag but DF, canonical numbers) and, where both
+  accept a line, pulls the same fields. Every other line (IPv6, ICMP, JSON, odd spacing,
+  garbled) goes through logs.parse_line itself, so garbled lines are counted and described
+  identically.
 - Which lines form one event depends only on the lines with the same packet key (a line joins
   the key's open group unless the group is more than `window` records old or already has the
   line's policy). The full joiner's periodic sweep only decides *when* an event is emitted, and
@@ -38,7 +39,6 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from k3s_netpol.logs import (
-    GARBLED_SAMPLES_KEPT,
     JOIN_WINDOW,
     TCP_FLAG_NAMES,
     Enricher,
@@ -854,7 +854,6 @@ def summary_flows(
 
 
 __all__ = [
-    "GARBLED_SAMPLES_KEPT",
     "EventFormatter",
     "scan",
     "summary_flows",
