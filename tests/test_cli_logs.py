@@ -74,6 +74,7 @@ def test_filters_narrow_the_events():
         ((LOG, "--pod", "tenant-a/client"), "--snapshot"),
         ((LOG, "--follow", "--summary"), "--follow"),
         ((LOG, "--top", "0"), "--top"),
+        ((LOG, "--summary", "--jobs", "0"), "--jobs"),
         ((LOG, "--snapshot", str(DATA / "README.md")), "README.md"),
     ],
 )
