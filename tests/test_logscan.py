@@ -82,7 +82,7 @@ def fast_path(paths, *, window=JOIN_WINDOW, nodes=None, jobs=1, chunk_bytes=logs
             chunk_bytes=chunk_bytes,
         )
     assert vars(event_stats) == vars(summary_stats)
-    flows = [flow.to_dict() for flow in logscan.summary_flows(entries, enricher, None)]
+    flows = [flow.to_dict() for flow in logscan.summary_flows(entries[0], enricher, None)]
     return lines, flows, vars(event_stats)
 
 

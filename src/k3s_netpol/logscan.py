@@ -139,8 +139,16 @@ def _prefix_meaning(raw: str) -> tuple[str | None, bool]:
 # --- one chunk: rows, then groups -------------------------------------------------------------
 
 
+class FileRange(NamedTuple):
+    """Bytes [start, end) of a file, read by the worker itself (end is just after a newline)."""
+
+    path: str
+    start: int
+    end: int
+
+
 class ChunkTask(NamedTuple):
-    data: bytes
+    data: bytes | FileRange
     name: str
     node: str | None
     line_base: int  # lines of this file before the chunk
@@ -239,13 +247,13 @@ def join_rows(
     aged: list[tuple[int, int, Any]],
     *,
     collect: bool,
-    counts: dict[Any, list[int]] | None = None,
+    counts: dict[Any, FlowTally] | None = None,
     head: list[tuple[int, Row, str]] | None = None,
 ) -> None:
     """Join (position, row, origin) items into groups, as logs.EventJoiner does.
 
     A group closed by a line goes to keys/payloads (sort key 3 * position + kind), or with
-    `counts` (--summary) is tallied there as {entry: [first sort key, events]}. A group closed
+    `counts` (--summary) is tallied there per flow (see FlowTally). A group closed
     for age goes to `aged` as (first position, position of the line that closed it or -1):
     when the full joiner emits it depends on its sweep schedule (see `_sweep_after`). Lines
     of a key whose open group is _HEAD go to `head` instead.
@@ -303,7 +311,7 @@ def join_rows(
                     keys.append(3 * position + 1)
                     payloads.append(close(key, group, False))
                 else:
-                    _count(counts, summary_entry(key, group, False), 3 * position + 1)
+                    _tally(counts, summary_entry(key, group, False), 3 * position + 1)
                 group = None
         if policy is not None:
             if group is None:
@@ -322,27 +330,82 @@ def join_rows(
             keys.append(3 * position + 2)
             payloads.append(close(key, group, meaning[1]))
         else:
-            entry = ((key[0], key[1], key[3], key[5]), tuple(group[1]), meaning[1])
-            tally = counts.get(entry)
+            flow = (key[1], key[3], key[5])
+            tally = counts.get(flow)
+            emitted_at = 3 * position + 2
             if tally is None:
-                counts[entry] = [3 * position + 2, 1]
-            else:
-                tally[1] += 1
+                tally = counts[flow] = [emitted_at, 0, 0, {}, set()]
+            tally[1] += 1
+            if meaning[1]:
+                tally[2] += 1
+            named = tally[3]
+            for index, policy in enumerate(group[1]):
+                seen = named.get(policy)
+                if seen is None:
+                    named[policy] = [(emitted_at, index), 1]
+                else:
+                    seen[1] += 1
+            if key[0]:
+                tally[4].add(key[0])
     if current is not None:
         open_groups[current_key] = current
 
 
-def _count(counts: dict[Any, list[int]], entry: Any, key: int) -> None:
-    tally = counts.get(entry)
+# --summary keeps per flow ("src DST=dst", protocol, port): [first order, events, real events,
+# {policy: [(first order, place in the event's policies), events]}, {nodes}]. An order is a
+# sort key of the full joiner's emission order: an int in a worker, (int, first) in the parent.
+FlowTally = list[Any]
+
+
+def _tally(tallies: dict[Any, FlowTally], entry: Any, order: Any) -> None:
+    """Count one event (a summary_entry) whose emission order is `order`."""
+    (node, addresses, protocol, port), policies, real = entry
+    flow = (addresses, protocol, port)
+    tally = tallies.get(flow)
     if tally is None:
-        counts[entry] = [key, 1]
-    else:
-        tally[1] += 1
+        tally = tallies[flow] = [order, 0, 0, {}, set()]
+    elif order < tally[0]:
+        tally[0] = order
+    tally[1] += 1
+    tally[2] += 1 if real else 0
+    named = tally[3]
+    for index, policy in enumerate(policies):
+        seen = named.get(policy)
+        if seen is None:
+            named[policy] = [(order, index), 1]
+        else:
+            seen[0] = min(seen[0], (order, index))
+            seen[1] += 1
+    if node:
+        tally[4].add(node)
+
+
+def _merge_tallies(into: dict[Any, FlowTally], worker: dict[Any, FlowTally], base: int) -> None:
+    """Add a worker's tallies (int orders from its chunk's start) to the parent's."""
+    for flow, (order, events, real, named, nodes) in worker.items():
+        order = (order + base, 0)
+        tally = into.get(flow)
+        if tally is None:
+            tally = into[flow] = [order, 0, 0, {}, nodes]
+        else:
+            tally[0] = min(tally[0], order)
+            tally[4] |= nodes
+        tally[1] += events
+        tally[2] += real
+        known = tally[3]
+        for policy, ((first, index), count) in named.items():
+            place = ((first + base, 0), index)
+            seen = known.get(policy)
+            if seen is None:
+                known[policy] = [place, count]
+            else:
+                seen[0] = min(seen[0], place)
+                seen[1] += count
 
 
 def _scan_chunk(task: ChunkTask) -> ChunkResult:
     """Worker: parse a chunk and join it from an empty state (positions relative to it)."""
-    text = _decode(task.data)
+    text = _decode(_chunk_data(task.data))
     rows, origins, garbled, line_count = chunk_rows(task, text)
     layout = _LAYOUTS[task.mode]
     events = task.mode == "events"
@@ -355,7 +418,7 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
     keys: list[int] = []
     payloads: list[Any] = []
     aged: list[tuple[int, int, Any]] = []
-    counts: dict[Any, list[int]] | None = None if events else {}
+    counts: dict[Any, FlowTally] | None = None if events else {}
     join_rows(
         zip(range(head_end, len(rows)), rows[head_end:], origins[head_end:], strict=True),
         layout,
@@ -577,6 +640,46 @@ def _read_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, bool] | 
         stream.close()
 
 
+def _plain_ranges(path: Path, chunk_bytes: int) -> list[FileRange]:
+    """Split a plain file at newlines into ranges of about chunk_bytes."""
+    name = str(path)
+    try:
+        with open(path, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            ranges: list[FileRange] = []
+            start = 0
+            while start < size:
+                end = start + chunk_bytes
+                while end < size:
+                    stream.seek(end)
+                    block = stream.read(1 << 16)
+                    newline = block.find(b"\n")
+                    if newline >= 0:
+                        end += newline + 1
+                        break
+                    end += len(block) or size
+                ranges.append(FileRange(name, start, min(end, size)))
+                start = min(end, size)
+            return ranges
+    except OSError as error:
+        raise LogFileError(f"{path}: cannot read: {error.strerror or error}") from None
+
+
+def _chunk_data(data: bytes | FileRange) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    try:
+        with open(data.path, "rb") as stream:
+            stream.seek(data.start)
+            return stream.read(data.end - data.start)
+    except OSError as error:
+        raise LogFileError(f"{data.path}: cannot read: {error.strerror or error}") from None
+
+
+def _range_line_count(data: FileRange) -> int:
+    return _line_count(_chunk_data(data))
+
+
 def _line_count(data: bytes) -> int:
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -603,7 +706,7 @@ class _Merger:
     offset: int = 0  # records before the current chunk
     open_groups: dict[Row, Group] = field(default_factory=dict)
     pending: list[tuple[int, int, Any]] = field(default_factory=list)  # (key, first, payload)
-    tally: dict[Any, list[Any]] = field(default_factory=dict)  # --summary: entry: [order, count]
+    tally: dict[Any, FlowTally] = field(default_factory=dict)  # --summary
 
     def take(self, result: ChunkResult) -> None:
         offset, window = self.offset, self.window
@@ -654,16 +757,6 @@ class _Merger:
         keys = [key + 3 * offset for key in result.keys] if self.mode == "events" else []
         self._emit_merged(keys, result.payloads, extra, offset)
 
-    def _tally_extra(self, extra: list[tuple[int, int, Any]]) -> None:
-        tally = self.tally
-        for key, first, entry in extra:
-            seen = tally.get(entry)
-            if seen is None:
-                tally[entry] = [(key, first), 1]
-            else:
-                seen[0] = min(seen[0], (key, first))
-                seen[1] += 1
-
     def _aged_key(self, first: int, closed_by: int) -> int:
         swept = _sweep_after(first, self.window)
         if 0 <= closed_by < swept:
@@ -674,16 +767,10 @@ class _Merger:
         self, keys: list[int], payloads: list[Any], extra: list[tuple[int, int, Any]], offset: int
     ) -> None:
         if self.mode == "summary":
-            tally = self.tally
-            base = 3 * offset
             for counts in payloads:
-                for entry, (key, count) in counts.items():
-                    seen = tally.get(entry)
-                    if seen is None:
-                        tally[entry] = [(key + base, 0), count]
-                    else:
-                        seen[1] += count
-            self._tally_extra(extra)
+                _merge_tallies(self.tally, counts, 3 * offset)
+            for key, first, entry in extra:
+                _tally(self.tally, entry, (key, first))
             return
         if not extra:
             self.emit(payloads)
@@ -714,10 +801,34 @@ class _Merger:
         final_key = 3 * self.offset + 3
         closed.extend((final_key, first, payload) for first, payload in flushed)
         if self.mode == "summary":
-            self._tally_extra(closed)
-            self.emit([(entry, order, count) for entry, (order, count) in self.tally.items()])
+            for key, first, entry in closed:
+                _tally(self.tally, entry, (key, first))
+            self.emit([self.tally])
         else:
             self.emit([payload for _, _, payload in closed])
+
+
+def _chunks(
+    path: Path, chunk_bytes: int, pool: Any, mode: str
+) -> Iterator[tuple[bytes | FileRange, bool, int] | _FileEnd]:
+    """(data or a range for a worker to read, the file's last, lines if --json) or the end.
+
+    With workers, a plain file is handed out as ranges: workers read their own chunks (and,
+    for --json, count the lines of every range first, in parallel).
+    """
+    if pool is None or path.suffix == ".gz":
+        for chunk in _read_chunks(path, chunk_bytes):
+            if isinstance(chunk, _FileEnd):
+                yield chunk
+            else:
+                data, last = chunk
+                yield data, last, _line_count(data) if mode == "events" else 0
+        return
+    ranges = _plain_ranges(path, chunk_bytes)
+    counts = pool.map(_range_line_count, ranges) if mode == "events" else [0] * len(ranges)
+    for index, (file_range, lines) in enumerate(zip(ranges, counts, strict=True)):
+        yield file_range, index == len(ranges) - 1, lines
+    yield _FileEnd(str(path), None)
 
 
 def _jobs() -> int:
@@ -787,15 +898,15 @@ def scan(
             line_base = 0
             stats.files.append(name)
             try:
-                for chunk in _read_chunks(path, chunk_bytes):
+                for chunk in _chunks(path, chunk_bytes, pool, mode):
                     if isinstance(chunk, _FileEnd):
                         in_flight.append(chunk)
                         continue
-                    data, last = chunk
+                    data, last, lines = chunk
                     # --json's origins need each chunk's first line number before it runs
                     task = ChunkTask(data, name, node, line_base, last, mode, window)
                     if mode == "events":
-                        line_base += _line_count(data)
+                        line_base += lines
                     outcome = (
                         _scan_chunk(task)
                         if pool is None
@@ -815,39 +926,42 @@ def scan(
 
 
 def summary_flows(
-    entries: Sequence[tuple[Any, tuple[int, int], int]], enricher: Enricher, top: int | None
+    tallies: dict[Any, FlowTally], enricher: Enricher, top: int | None
 ) -> list[FlowSummary]:
-    """logs.summarize over the events that the (entry, first order, count) triples stand for."""
-    first_seen: dict[Any, list[Any]] = {}
-    for entry, order, count in entries:
-        seen = first_seen.get(entry)
-        if seen is None:
-            first_seen[entry] = [order, count]
-        else:
-            seen[0] = min(seen[0], order)
-            seen[1] += count
-    flows: dict[tuple[str, str, str, int | None], FlowSummary] = {}
-    ordered = sorted(first_seen.items(), key=lambda item: item[1][0])
-    for entry, (_, count) in ordered:
-        (node, addresses, protocol, port_text), policies, real = entry
+    """logs.summarize over the events the tallies count: same flows, order and ties."""
+    merged: dict[tuple[str, str, str, int | None], FlowTally] = {}
+    for (addresses, protocol, port_text), (order, events, real, named, nodes) in tallies.items():
         source, destination = addresses.split(" DST=")
         port = int(port_text) if port_text else None
         source_pod, destination_pod, expected = enricher.describe(
             source, destination, port, protocol
         )
         flow_key = (source_pod or source, destination_pod or destination, protocol, port)
-        summary = flows.get(flow_key)
-        if summary is None:
-            summary = flows[flow_key] = FlowSummary(*flow_key)
-        summary.events += count
-        summary.real += count if real else 0
-        summary.flagged += count if expected == "allowed" else 0
-        for policy in policies:
-            summary.policies[policy] += count
-        if node:
-            summary.nodes.add(node)
+        flagged = events if expected == "allowed" else 0
+        tally = merged.get(flow_key)
+        if tally is None:
+            merged[flow_key] = [order, events, real, flagged, dict(named), set(nodes)]
+            continue
+        tally[0] = min(tally[0], order)
+        tally[1] += events
+        tally[2] += real
+        tally[3] += flagged
+        for policy, (place, count) in named.items():
+            seen = tally[4].get(policy)
+            tally[4][policy] = (
+                [place, count] if seen is None else [min(seen[0], place), seen[1] + count]
+            )
+        tally[5] |= nodes
+    flows: list[FlowSummary] = []
+    for flow_key, (_, events, real, flagged, named, nodes) in sorted(
+        merged.items(), key=lambda item: item[1][0]
+    ):
+        summary = FlowSummary(*flow_key, events=events, real=real, flagged=flagged, nodes=nodes)
+        for policy, (_, count) in sorted(named.items(), key=lambda item: item[1][0]):
+            summary.policies[policy] = count
+        flows.append(summary)
     ranked = sorted(
-        flows.values(),
+        flows,
         key=lambda flow: (-flow.events, flow.source, flow.destination, flow.destination_port or 0),
     )
     return ranked if top is None else ranked[:top]

@@ -261,9 +261,10 @@ def _fast_output(
 ) -> None:
     """--json or --summary, unfiltered: logscan's bulk path, with the full path's output."""
     if summary:
-        entries: list[Any] = []
-        scan(paths, nodes, stats, "summary", entries.extend, enricher=enricher, jobs=jobs)
-        _write_summary(sys.stdout, summary_flows(entries, enricher, top), as_json=as_json)
+        tallies: list[Any] = []
+        scan(paths, nodes, stats, "summary", tallies.extend, enricher=enricher, jobs=jobs)
+        flows = summary_flows(tallies[0] if tallies else {}, enricher, top)
+        _write_summary(sys.stdout, flows, as_json=as_json)
         return
     out = sys.stdout
     scan(
