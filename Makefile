@@ -19,6 +19,11 @@ setup: ## Install Debian packages, .venv, containers.conf and the local systemd 
 
 lab: setup ## Run site.yml on the built-in lab: ulogd2, the policy bundle, the lab, verify.
 	ansible-playbook site.yml
+	@echo; echo "== The probe matrix ($(K3S_NETPOL_ARTIFACTS_DIR)/report.txt)"
+	@cat "$(K3S_NETPOL_ARTIFACTS_DIR)/report.txt"
+	@echo; echo "== The drops ulogd2 logged during verify, one event per packet ($(K3S_NETPOL_ARTIFACTS_DIR)/logs/)"
+	@k3s-netpol logs "$(K3S_NETPOL_ARTIFACTS_DIR)"/logs/*.log \
+	  --snapshot src/k3s_netpol/data/lab/workloads.yaml --snapshot "$(K3S_NETPOL_ARTIFACTS_DIR)/bundle.yaml"
 
 lab-down: setup ## Remove the lab's node container.
 	ansible-playbook playbooks/lab_down.yml
