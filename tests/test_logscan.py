@@ -61,7 +61,7 @@ def full_path(paths, *, window=JOIN_WINDOW, nodes=None):
     return lines, flows, vars(stats)
 
 
-def fast_path(paths, *, window=JOIN_WINDOW, nodes=None, jobs=1, chunk_bytes=logscan.CHUNK_BYTES):
+def fast_path(paths, *, window=JOIN_WINDOW, nodes=None, jobs=1, chunk_bytes=None):
     enricher = _enricher()
     event_stats, summary_stats = ParseStats(), ParseStats()
     lines: list[str] = []
@@ -189,7 +189,7 @@ def test_the_shipped_logs_give_the_same_events_summary_and_counts():
 @pytest.mark.parametrize(
     ("window", "jobs", "chunk_bytes"),
     [
-        (JOIN_WINDOW, 1, logscan.CHUNK_BYTES),  # one chunk, in process
+        (JOIN_WINDOW, 1, None),  # one chunk, in process
         (16, 1, 2_000),  # chunks shorter than the head: the parent joins everything
         (16, 2, 40_000),  # workers: events cut by chunk ends, groups aged across them
         (64, 2, 9_000),
@@ -218,7 +218,7 @@ def test_rotated_and_gzipped_files_join_across_files(tmp_path, monkeypatch):
     (tmp_path / "syslogemu.log").write_text("".join(third), newline="")
     paths = sorted(tmp_path.iterdir(), key=cli_logs.rotation_order)
     assert paths[0].name == "syslogemu.log.2.gz"
-    for jobs, chunk_bytes in ((1, logscan.CHUNK_BYTES), (2, 7_000)):
+    for jobs, chunk_bytes in ((1, None), (2, 7_000)):
         _assert_same(paths, window=32, jobs=jobs, chunk_bytes=chunk_bytes)
 
 

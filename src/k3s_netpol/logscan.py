@@ -51,8 +51,9 @@ from k3s_netpol.logs import (
     policy_of_prefix,
 )
 
-CHUNK_BYTES = 16 << 20
-PARALLEL_MIN_BYTES = 32 << 20  # two chunks
+# --summary merges each chunk's per-flow tallies in the parent: fewer, bigger chunks.
+CHUNK_BYTES = {"events": 16 << 20, "summary": 32 << 20}
+PARALLEL_MIN_BYTES = 32 << 20
 
 _MONTH = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _NUMBER = "(?!0[0-9])([0-9]+)"  # canonical: equal text is an equal int
@@ -848,12 +849,13 @@ def scan(
     enricher: Enricher,
     window: int = JOIN_WINDOW,
     jobs: int | None = None,
-    chunk_bytes: int = CHUNK_BYTES,
+    chunk_bytes: int | None = None,
 ) -> None:
     """Read the files in order and emit event payloads (JSON lines or summary entries).
 
     Raises LogFileError naming a file that cannot be opened, after emitting what came before.
     """
+    chunk_bytes = chunk_bytes or CHUNK_BYTES[mode]
     formatter = EventFormatter(enricher) if mode == "events" else None
     _init_worker(formatter)
     close = _WORKER.closer(mode)
