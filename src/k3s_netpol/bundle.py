@@ -21,7 +21,12 @@ from typing import Any, Final
 import yaml
 
 from k3s_netpol import kuberouter
-from k3s_netpol.model import NAMESPACE_NAME_LABEL, ManifestError, cluster_from_documents
+from k3s_netpol.model import (
+    NAMESPACE_NAME_LABEL,
+    ManifestError,
+    cluster_from_documents,
+    expand_documents,
+)
 
 NETWORK_POLICY_API: Final = "networking.k8s.io/v1"
 MANAGED_BY_LABELS: Final = {
@@ -473,32 +478,17 @@ def validate_text(text: str, label: str) -> list[dict[str, Any]]:
         raw_documents = list(yaml.load_all(text, Loader=_UniqueKeyLoader))
     except yaml.YAMLError as error:
         raise ManifestError(f"{label}: {_yaml_problem(error)}") from None
-    documents: list[tuple[str, dict[str, Any]]] = []
+    documents: list[tuple[str, Mapping[str, Any]]] = []
     for number, document in enumerate(raw_documents, start=1):
         if document is None:
             continue
-        documents.extend(_expand(document, f"document {number}", label))
+        documents.extend(expand_documents(document, f"document {number}", label))
     if not documents:
         raise ManifestError(f"{label}: holds no Kubernetes object")
     for where, document in documents:
         _check_object(document, f"{label}: {where}")
     cluster_from_documents([document for _, document in documents], label)
-    return [document for _, document in documents]
-
-
-def _expand(document: object, where: str, label: str) -> list[tuple[str, dict[str, Any]]]:
-    if not isinstance(document, dict):
-        raise ManifestError(f"{label}: {where}: expected a mapping (a Kubernetes object)")
-    kind = document.get("kind")
-    if not (isinstance(kind, str) and kind.endswith("List") and "items" in document):
-        return [(where, document)]
-    items = document.get("items") or []
-    if not isinstance(items, list):
-        raise ManifestError(f"{label}: {where} ({kind}): items: expected a list")
-    expanded: list[tuple[str, dict[str, Any]]] = []
-    for index, item in enumerate(items):
-        expanded.extend(_expand(item, f"{where} items[{index}]", label))
-    return expanded
+    return [dict(document) for _, document in documents]
 
 
 def _check_object(document: Mapping[str, Any], where: str) -> None:

@@ -28,7 +28,6 @@ DEFAULT_NAMESPACE = "default"
 
 _SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 _PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LIST_KINDS = ("List", "NamespaceList", "PodList", "NetworkPolicyList")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -166,7 +165,7 @@ def cluster_from_documents(documents: Iterable[Mapping[str, Any]], source: str) 
     for number, document in enumerate(documents, start=1):
         if document is None:
             continue
-        for where, item in _expand(document, f"document {number}", source):
+        for where, item in expand_documents(document, f"document {number}", source):
             builder.add(item, f"{source}: {where}")
     return builder.build()
 
@@ -183,25 +182,31 @@ def _parse_yaml(text: str, source: str) -> list[tuple[str, Mapping[str, Any], st
     for number, document in enumerate(raw_documents, start=1):
         if document is None:
             continue
-        for where, item in _expand(document, f"document {number}", source):
+        for where, item in expand_documents(document, f"document {number}", source):
             result.append((where, item, source))
     return result
 
 
-def _expand(document: Any, where: str, source: str) -> list[tuple[str, Mapping[str, Any]]]:
+def expand_documents(document: Any, where: str, source: str) -> list[tuple[str, Mapping[str, Any]]]:
+    """One parsed YAML document as the objects it holds, each with where it stands
+    (``document 2 items[0]``): a ``kind: ...List`` with ``items`` is expanded, recursively.
+
+    Raises ManifestError (``source: where: ...``) for a document or item that is not a mapping,
+    or ``items`` that is not a list.
+    """
     if not isinstance(document, Mapping):
         raise ManifestError(f"{source}: {where}: expected a mapping, got {_kind_of(document)}")
     kind = document.get("kind")
-    if kind not in _LIST_KINDS:
+    if not (isinstance(kind, str) and kind.endswith("List") and "items" in document):
         return [(where, document)]
-    items = document.get("items")
+    items = document["items"]
     if items is None:
         return []
     if not isinstance(items, list):
         raise ManifestError(f"{source}: {where} ({kind}): items: expected a list")
     expanded: list[tuple[str, Mapping[str, Any]]] = []
     for index, item in enumerate(items):
-        expanded.extend(_expand(item, f"{where} items[{index}]", source))
+        expanded.extend(expand_documents(item, f"{where} items[{index}]", source))
     return expanded
 
 
