@@ -26,14 +26,13 @@ import base64
 import hashlib
 import ipaddress
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from k3s_netpol import kuberouter
+from k3s_netpol.files import write_if_changed
 from k3s_netpol.model import (
     Cluster,
     ContainerPort,
@@ -917,16 +916,6 @@ def write_compiled(compiled: CompiledLab, out_dir: str | Path) -> list[Path]:
     changed: list[Path] = []
     for name, content in compiled.files().items():
         path = directory / name
-        if path.is_file() and path.read_bytes() == content:
-            continue
-        handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(content)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        changed.append(path)
+        if write_if_changed(path, content):
+            changed.append(path)
     return changed

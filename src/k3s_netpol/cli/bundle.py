@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from k3s_netpol.bundle import (
     validate_text,
 )
 from k3s_netpol.cli._common import ExitCode, stderr_console, usage_error
+from k3s_netpol.files import write_if_changed
 from k3s_netpol.model import ManifestError
 
 
@@ -85,11 +84,8 @@ def render_command(
     if output is None:
         click.echo(text, nl=False)
         return
-    if output.exists() and output.read_text(encoding="utf-8") == text:
-        stderr_console().print(f"{output}: unchanged", markup=False)
-        return
-    _write_atomically(output, text)
-    stderr_console().print(f"{output}: written", markup=False)
+    written = write_if_changed(output, text.encode("utf-8"))
+    stderr_console().print(f"{output}: {'written' if written else 'unchanged'}", markup=False)
 
 
 @bundle.command("validate")
@@ -116,16 +112,3 @@ def validate_command(files: tuple[Path, ...]) -> None:
         click.echo(f"{path}: valid ({len(documents)} objects)")
     if invalid:
         sys.exit(ExitCode.USAGE)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
