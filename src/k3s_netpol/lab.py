@@ -442,6 +442,43 @@ class _Compiler:
         self.table.append(chain, *args, "-j", "MARK", "--set-xmark", "0x10000/0x10000")
         self.table.append(chain, *args, "-m", "mark", "--mark", "0x10000/0x10000", "-j", "RETURN")
 
+    def _append_port_rules(
+        self,
+        chain: str,
+        comment: str,
+        source_set: str,
+        destination_set: str,
+        ports: Sequence[_PortRule],
+    ) -> None:
+        for port in ports:
+            self._append_policy_rule(
+                chain, comment, source_set, destination_set, port.protocol, port.port, port.end_port
+            )
+
+    def _append_named_port_rules(
+        self,
+        chain: str,
+        comment: str,
+        source_set: str,
+        endpoints: Sequence[_NamedEndpoint],
+        policy: NetworkPolicy,
+        direction: kuberouter.Direction,
+        rule_index: int,
+        set_kind: str,
+    ) -> None:
+        """One rule per endpoint of a named port, its destination the endpoint's own set."""
+        for endpoint_index, endpoint in enumerate(endpoints):
+            named_set = self._refresh_set(
+                kuberouter.named_port_set(
+                    policy.namespace, policy.name, direction, rule_index, endpoint_index, FAMILY
+                ),
+                set_kind,
+                endpoint.ips,
+            )
+            self._append_policy_rule(
+                chain, comment, source_set, named_set, endpoint.protocol, endpoint.port
+            )
+
     def _ingress_rules(self, policy: NetworkPolicy, chain: str, target_set: str) -> None:
         name, namespace = policy.name, policy.namespace
         who = f"{name} namespace {namespace}"
@@ -464,45 +501,17 @@ class _Compiler:
                     HASH_IP,
                     source_ips,
                 )
-                for port in numeric:
-                    self._append_policy_rule(
-                        chain,
-                        from_pods,
-                        source_set,
-                        target_set,
-                        port.protocol,
-                        port.port,
-                        port.end_port,
-                    )
-                for endpoint_index, endpoint in enumerate(endpoints):
-                    named_set = self._refresh_set(
-                        kuberouter.named_port_set(
-                            namespace, name, "ingressrule", index, endpoint_index, FAMILY
-                        ),
-                        HASH_IP,
-                        endpoint.ips,
-                    )
-                    self._append_policy_rule(
-                        chain, from_pods, source_set, named_set, endpoint.protocol, endpoint.port
-                    )
+                self._append_port_rules(chain, from_pods, source_set, target_set, numeric)
+                self._append_named_port_rules(
+                    chain, from_pods, source_set, endpoints, policy, "ingressrule", index, HASH_IP
+                )
                 if not numeric and not endpoints:
                     self._append_policy_rule(chain, from_pods, source_set, target_set)
             if match_all_sources and not match_all_ports:
-                for port in numeric:
-                    self._append_policy_rule(
-                        chain, from_all, "", target_set, port.protocol, port.port, port.end_port
-                    )
-                for endpoint_index, endpoint in enumerate(endpoints):
-                    named_set = self._refresh_set(
-                        kuberouter.named_port_set(
-                            namespace, name, "ingressrule", index, endpoint_index, FAMILY
-                        ),
-                        HASH_IP,
-                        endpoint.ips,
-                    )
-                    self._append_policy_rule(
-                        chain, from_all, "", named_set, endpoint.protocol, endpoint.port
-                    )
+                self._append_port_rules(chain, from_all, "", target_set, numeric)
+                self._append_named_port_rules(
+                    chain, from_all, "", endpoints, policy, "ingressrule", index, HASH_IP
+                )
             if match_all_sources and match_all_ports:
                 self._append_policy_rule(chain, from_all, "", target_set)
             blocks = self._ip_block_entries(peers)
@@ -517,27 +526,10 @@ class _Compiler:
                 if match_all_ports:
                     self._append_policy_rule(chain, from_blocks, block_set, target_set)
                     continue
-                for port in numeric:
-                    self._append_policy_rule(
-                        chain,
-                        from_blocks,
-                        block_set,
-                        target_set,
-                        port.protocol,
-                        port.port,
-                        port.end_port,
-                    )
-                for endpoint_index, endpoint in enumerate(endpoints):
-                    named_set = self._refresh_set(
-                        kuberouter.named_port_set(
-                            namespace, name, "ingressrule", index, endpoint_index, FAMILY
-                        ),
-                        HASH_NET,
-                        endpoint.ips,
-                    )
-                    self._append_policy_rule(
-                        chain, from_blocks, block_set, named_set, endpoint.protocol, endpoint.port
-                    )
+                self._append_port_rules(chain, from_blocks, block_set, target_set, numeric)
+                self._append_named_port_rules(
+                    chain, from_blocks, block_set, endpoints, policy, "ingressrule", index, HASH_NET
+                )
 
     def _egress_rules(self, policy: NetworkPolicy, chain: str, source_set: str) -> None:
         name, namespace = policy.name, policy.namespace
@@ -565,34 +557,14 @@ class _Compiler:
                     HASH_IP,
                     destination_ips,
                 )
-                for port in numeric:
-                    self._append_policy_rule(
-                        chain,
-                        to_pods,
-                        source_set,
-                        destination_set,
-                        port.protocol,
-                        port.port,
-                        port.end_port,
-                    )
-                for endpoint_index, endpoint in enumerate(endpoints):
-                    named_set = self._refresh_set(
-                        kuberouter.named_port_set(
-                            namespace, name, "egressrule", index, endpoint_index, FAMILY
-                        ),
-                        HASH_IP,
-                        endpoint.ips,
-                    )
-                    self._append_policy_rule(
-                        chain, to_pods, source_set, named_set, endpoint.protocol, endpoint.port
-                    )
+                self._append_port_rules(chain, to_pods, source_set, destination_set, numeric)
+                self._append_named_port_rules(
+                    chain, to_pods, source_set, endpoints, policy, "egressrule", index, HASH_IP
+                )
                 if not numeric and not endpoints:
                     self._append_policy_rule(chain, to_pods, source_set, destination_set)
             if match_all_destinations and not match_all_ports:
-                for port in numeric:
-                    self._append_policy_rule(
-                        chain, to_all, source_set, "", port.protocol, port.port, port.end_port
-                    )
+                self._append_port_rules(chain, to_all, source_set, "", numeric)
                 for endpoint in endpoints:
                     self._append_policy_rule(
                         chain, to_all, source_set, "", endpoint.protocol, endpoint.port
@@ -609,16 +581,7 @@ class _Compiler:
                 if match_all_ports:
                     self._append_policy_rule(chain, to_blocks, source_set, block_set)
                     continue
-                for port in numeric:
-                    self._append_policy_rule(
-                        chain,
-                        to_blocks,
-                        source_set,
-                        block_set,
-                        port.protocol,
-                        port.port,
-                        port.end_port,
-                    )
+                self._append_port_rules(chain, to_blocks, source_set, block_set, numeric)
 
     def _policy_chains(self) -> dict[str, str]:
         """syncNetworkPolicyChains: one chain per policy, its sets, and its DROP log rule."""
