@@ -15,12 +15,15 @@ from k3s_netpol.cli._common import (
     PlaybookOptions,
     emit_json,
     playbook_options,
-    print_run_result,
-    run_with_progress,
     stderr_console,
     usage_error,
 )
-from k3s_netpol.cli.run import REPORT_NAME, artifacts_dir_for, load_verify_report
+from k3s_netpol.cli.run import (
+    REPORT_NAME,
+    artifacts_dir_for,
+    load_verify_report,
+    run_sequence,
+)
 from k3s_netpol.lab import (
     BRIDGE_ADDRESS,
     DEFAULT_SYNC_VERSION,
@@ -154,19 +157,7 @@ def _lab_options(params: dict[str, Any]) -> PlaybookOptions:
 def _run(command: str, playbooks: tuple[str, ...], params: dict[str, Any]) -> list[RunResult]:
     options = _lab_options(params)
     artifacts_dir = artifacts_dir_for(options, params.get("artifacts_dir"))
-    results: list[RunResult] = []
-    for playbook in playbooks:
-        result = run_with_progress(
-            playbook,
-            options,
-            title=f"k3s-netpol lab {command}: {playbook}",
-            envvars={ARTIFACTS_DIR_ENV: str(artifacts_dir)},
-        )
-        print_run_result(result)
-        results.append(result)
-        if not result.ok:
-            break
-    return results
+    return run_sequence(f"lab {command}", playbooks, options, artifacts_dir)
 
 
 def _exit(command: str, params: dict[str, Any], results: list[RunResult], report: Any) -> None:

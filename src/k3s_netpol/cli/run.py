@@ -86,7 +86,7 @@ def _print_report(report: dict[str, Any], path: Path) -> None:
         console.print(f"  {json.dumps(row, sort_keys=True)}", markup=False)
 
 
-def _run_sequence(
+def run_sequence(
     command: str,
     playbooks: Sequence[str],
     options: PlaybookOptions,
@@ -165,7 +165,7 @@ def _run_and_report(
             f"choose another with --artifacts-dir or ${ARTIFACTS_DIR_ENV}"
         ) from error
     started = time.time()
-    results = _run_sequence(command, playbooks, options, artifacts_dir)
+    results = run_sequence(command, playbooks, options, artifacts_dir)
     report: dict[str, Any] | None = None
     report_path: Path | None = None
     if read_report and all(result.ok for result in results) and not options.check:
