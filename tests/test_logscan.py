@@ -6,6 +6,8 @@ import gzip
 import importlib.util
 import json
 import random
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -230,6 +232,35 @@ def test_a_truncated_gzip_keeps_the_whole_lines_read_as_the_full_path_does(tmp_p
     assert expected[2]["garbled"] == 1 + 2  # and the two in syslogemu.log
     assert "file ends badly" in expected[2]["garbled_samples"][0]
     assert 0 < expected[2]["lines"] < 3000 + 8
+
+
+@pytest.mark.parametrize("start", ["fork", "forkserver"])
+def test_workers_start_and_end_with_a_sigterm_handler_and_other_threads_about(
+    tmp_path, monkeypatch, start
+):
+    """As after `--inventory`: ansible-runner leaves a SIGTERM handler and threads behind."""
+    monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 0)
+    if start == "fork":  # as if this were the only thread
+        monkeypatch.setattr(logscan.threading, "active_count", lambda: 1)
+    path = tmp_path / "syslogemu.log"
+    path.write_text("".join(mixed_lines(1500, seed=9)))
+    stop = threading.Event()
+    bystander = threading.Thread(target=stop.wait, daemon=True)
+    bystander.start()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    outcome: list = []
+    runner = threading.Thread(
+        target=lambda: outcome.append(fast_path([path], jobs=2, chunk_bytes=20_000)),
+        daemon=True,
+    )
+    try:
+        runner.start()
+        runner.join(timeout=120)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop.set()
+    assert not runner.is_alive(), "the worker pool hung"
+    assert outcome[0] == full_path([path])
 
 
 def test_the_sweep_schedule_is_when_the_full_joiner_emits_a_lonely_group():

@@ -32,6 +32,8 @@ import multiprocessing
 import operator
 import os
 import re
+import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -582,6 +584,10 @@ _WORKER = _WorkerState()
 
 
 def _init_worker(formatter: EventFormatter | None) -> None:
+    # A worker ends when the pool terminates it, whatever handler its parent had installed
+    # (ansible-runner installs one for SIGTERM); Ctrl-C is the parent's to handle.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER.formatter = formatter
 
 
@@ -857,7 +863,7 @@ def scan(
     """
     chunk_bytes = chunk_bytes or CHUNK_BYTES[mode]
     formatter = EventFormatter(enricher) if mode == "events" else None
-    _init_worker(formatter)
+    _WORKER.formatter = formatter
     close = _WORKER.closer(mode)
     merger = _Merger(mode, window, close, emit)
     total_bytes = 0
@@ -867,7 +873,10 @@ def scan(
     jobs = _jobs() if jobs is None else jobs
     pool = None
     if jobs > 1 and total_bytes >= PARALLEL_MIN_BYTES:
-        context = multiprocessing.get_context("fork")
+        # fork is the cheapest start, but a fork of a process with other threads (ansible-runner
+        # leaves some after --inventory) can inherit a lock held forever.
+        method = "fork" if threading.active_count() == 1 else "forkserver"
+        context = multiprocessing.get_context(method)
         pool = context.Pool(jobs, initializer=_init_worker, initargs=(formatter,))
     # (file, are the chunk's line numbers counted from the chunk's start, result) or a file's
     # end, in input order
