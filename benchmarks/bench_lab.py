@@ -39,6 +39,8 @@ SYSCTLS = [
     "--sysctl=net.bridge.bridge-nf-call-iptables=1",
     "--sysctl=net.ipv4.ip_forward=1",
     "--sysctl=net.ipv4.icmp_ratelimit=0",
+    "--sysctl=net.ipv4.icmp_msgs_per_sec=100000",
+    "--sysctl=net.ipv4.icmp_msgs_burst=10000",
 ]
 ULOGD_CONF = """[global]
 logfile="syslog"

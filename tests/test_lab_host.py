@@ -34,6 +34,8 @@ NODE_SYSCTLS = {
     "net.bridge.bridge-nf-call-iptables": "1",
     "net.ipv4.ip_forward": "1",
     "net.ipv4.icmp_ratelimit": "0",
+    "net.ipv4.icmp_msgs_per_sec": "100000",
+    "net.ipv4.icmp_msgs_burst": "10000",
 }
 SERVER = r"""
 import socket, sys, threading
