@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import shutil
 import threading
 import time
@@ -11,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from benchmark_modules import bench_logs
 
 from k3s_netpol import logs
 from k3s_netpol.logs import (
@@ -360,19 +360,9 @@ def _wait_for(condition, timeout=5.0):
         time.sleep(0.01)
 
 
-def _benchmark_module():
-    path = Path(__file__).parent.parent / "benchmarks" / "bench_logs.py"
-    spec = importlib.util.spec_from_file_location("bench_logs", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_benchmark_data_parses_without_garbled_lines_and_joins(tmp_path):
     path = tmp_path / "syslogemu.log"
-    _benchmark_module().write_synthetic(path, 3000)
+    bench_logs().write_synthetic(path, 3000)
     records, stats = read_records([path])
     assert (stats.lines, stats.garbled) == (3000, 0)
     events = drop_events(records)

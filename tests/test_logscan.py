@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import random
 import signal
@@ -11,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from benchmark_modules import bench_logs
 
 from k3s_netpol import logs, logscan
 from k3s_netpol.cli import logs as cli_logs
@@ -35,16 +35,6 @@ ICMP_LINE = (
     "Nov 27 10:00:09 k3s-node-1  IN=cni0 OUT=cni0 SRC=10.42.1.4 DST=10.42.2.9 LEN=84 TOS=00 "
     "PREC=0x00 TTL=63 ID=7 DF PROTO=ICMP TYPE=8 CODE=0 ID=3 SEQ=1 MARK=0x0"
 )
-
-
-def _benchmark_module():
-    path = Path(__file__).parent.parent / "benchmarks" / "bench_logs.py"
-    spec = importlib.util.spec_from_file_location("bench_logs", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _enricher() -> Enricher:
@@ -118,7 +108,7 @@ def tricky_variants(line: str) -> list[str]:
 def mixed_lines(count: int, seed: int) -> list[str]:
     """Benchmark drops, and everything the chunk regex leaves to the full parser, mixed in."""
     rng = random.Random(seed)
-    lines = list(_benchmark_module().synthetic_lines(count, seed))
+    lines = list(bench_logs().synthetic_lines(count, seed))
     json_lines = (DATA / "ulogd.json").read_text().splitlines(keepends=True)
     out: list[str] = []
     for index, line in enumerate(lines):
@@ -153,7 +143,7 @@ def mixed_lines(count: int, seed: int) -> list[str]:
 
 def test_the_chunk_regex_takes_a_subset_of_lines_and_reads_them_as_the_full_parser():
     taken = left = 0
-    for line in _benchmark_module().synthetic_lines(400, seed=11):
+    for line in bench_logs().synthetic_lines(400, seed=11):
         for variant in [line, *tricky_variants(line)]:
             text = variant.rstrip("\n")
             found = logscan._EVENT_ROW.match(text)
@@ -225,7 +215,7 @@ def test_rotated_and_gzipped_files_join_across_files(tmp_path, monkeypatch):
 
 
 def test_a_truncated_gzip_keeps_the_whole_lines_read_as_the_full_path_does(tmp_path):
-    data = gzip.compress("".join(_benchmark_module().synthetic_lines(3000)).encode())
+    data = gzip.compress("".join(bench_logs().synthetic_lines(3000)).encode())
     path = tmp_path / "syslogemu.log.1.gz"
     path.write_bytes(data[: len(data) * 2 // 3])
     expected = _assert_same([path, DATA / "syslogemu.log"], chunk_bytes=5_000)
