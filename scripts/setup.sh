@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for this checkout, run by `make lab` and `make test`:
 #   1. the Debian packages the toolkit and its tests need on the controller;
-#   2. .venv with the pinned tool chain (requirements.txt) and this package;
+#   2. .venv with the pinned tool chain (requirements.txt) and this package, editable, with its
+#      C field splitter built in place;
 #   3. .cache/containers.conf (runc, ulimits that fit this host), used through CONTAINERS_CONF;
 #   4. the local Debian 12 systemd image for Molecule and the lab (scripts/build-image.sh).
 # Each step is skipped when what it makes is already there and current.
@@ -15,6 +16,7 @@ mkdir -p "$cache_dir"
 apt_packages=(
   podman runc conmon netavark aardvark-dns catatonit slirp4netns uidmap fuse-overlayfs
   debootstrap iptables ipset iproute2 curl make
+  python3 python3-venv python3-dev gcc libc6-dev
 )
 
 log() { printf '==> %s\n' "$*"; }
@@ -38,7 +40,7 @@ install_apt_packages() {
 
 install_venv() {
   local stamp_file="$venv_dir/.k3s-netpol-stamp" wanted
-  wanted=$(cat "$project_dir/requirements.txt" "$project_dir/pyproject.toml" | sha256sum | cut -d' ' -f1)
+  wanted=$(sha256sum <"$project_dir/requirements.txt" | cut -d' ' -f1)
   if [[ -x "$venv_dir/bin/python" && -f "$stamp_file" && "$(cat "$stamp_file")" == "$wanted" ]]; then
     return
   fi
@@ -46,7 +48,26 @@ install_venv() {
   python3 -m venv "$venv_dir"
   "$venv_dir/bin/pip" install -q --upgrade pip
   "$venv_dir/bin/pip" install -q -r "$project_dir/requirements.txt"
+  rm -f "$venv_dir/.k3s-netpol-package-stamp"
+  echo "$wanted" >"$stamp_file"
+}
+
+# The package, editable, with its C field splitter built in place (src/k3s_netpol/_logemu*.so);
+# rebuilt when the build files or the C source change.
+install_package() {
+  local stamp_file="$venv_dir/.k3s-netpol-package-stamp" wanted
+  wanted=$(cd "$project_dir" && cat pyproject.toml setup.py src/k3s_netpol/_logemu.c | sha256sum | cut -d' ' -f1)
+  if [[ -f "$stamp_file" && "$(cat "$stamp_file")" == "$wanted" ]] \
+    && "$venv_dir/bin/python" -c 'import k3s_netpol._logemu' 2>/dev/null; then
+    return
+  fi
+  log "Installing k3s-netpol (editable) and building its C field splitter"
   "$venv_dir/bin/pip" install -q --no-deps -e "$project_dir"
+  if ! "$venv_dir/bin/python" -c 'import k3s_netpol._logemu'; then
+    echo "setup: the C field splitter (src/k3s_netpol/_logemu.c) did not build; see the" \
+      "compiler's messages above (gcc and python3-dev are needed)" >&2
+    exit 1
+  fi
   echo "$wanted" >"$stamp_file"
 }
 
@@ -69,5 +90,6 @@ write_containers_conf() {
 
 install_apt_packages
 install_venv
+install_package
 write_containers_conf
 CONTAINERS_CONF="$cache_dir/containers.conf" "$project_dir/scripts/build-image.sh"

@@ -57,6 +57,11 @@ from k3s_netpol.logs import (
 CHUNK_BYTES = {"events": 16 << 20, "summary": 32 << 20}
 PARALLEL_MIN_BYTES = 32 << 20
 
+try:
+    from k3s_netpol import _logemu
+except ImportError:  # built without a C compiler: the regex below does the same, slower
+    _logemu = None  # type: ignore[assignment]
+
 _MONTH = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _NUMBER = "(?!0[0-9])([0-9]+)"  # canonical: equal text is an equal int
 
@@ -181,17 +186,36 @@ def _lines_of(text: str) -> list[str]:
     return lines
 
 
+def _split(data: bytes, mode: str) -> tuple[list[Row | None], int] | None:
+    """Each line's row from the C splitter (None where it leaves the line to the regex) and
+    the None count; None without the splitter or for a chunk it leaves to the regex."""
+    if _logemu is None:
+        return None
+    return _logemu.rows(data, mode == "events")
+
+
 def chunk_rows(
-    task: ChunkTask, text: str
+    task: ChunkTask, data: bytes
 ) -> tuple[list[Row], list[str], list[tuple[int, str]], int]:
     """Rows of a chunk, each row's origin (JSON-quoted; --json only), the garbled lines
     (line number counted from task.line_base, why) and the number of lines."""
     layout = _LAYOUTS[task.mode]
     quoted_name = json.dumps(task.name)[:-1] + ":"
-    rows: list[Row] = layout.pattern.findall(text)
-    line_count = text.count("\n") + (0 if not text or text.endswith("\n") else 1)
+    split = _split(data, task.mode)
+    text = ""
+    if split is None:
+        text = _decode(data)
+        rows: list[Row] = layout.pattern.findall(text)
+        line_count = text.count("\n") + (0 if not text or text.endswith("\n") else 1)
+        all_canonical = len(rows) == line_count
+        per_line: list[Row | None] | None = None
+    else:
+        per_line, misses = split
+        line_count = len(per_line)
+        all_canonical = misses == 0
+        rows = per_line  # type: ignore[assignment]  # no None in it when all_canonical
     garbled: list[tuple[int, str]] = []
-    if len(rows) == line_count:
+    if all_canonical:
         base = task.line_base + 1
         origins = (
             [f'{quoted_name}{number}"' for number in range(base, base + line_count)]
@@ -199,15 +223,20 @@ def chunk_rows(
             else []
         )
         return rows, origins, garbled, line_count
+    if per_line is not None:
+        text = _decode(data)
     rows = []
     origins = []
     match = layout.pattern.match
     lines = _lines_of(text)
     for index, line in enumerate(lines):
         number = task.line_base + index + 1
-        found = match(line)
-        if found is not None:
-            rows.append(found.groups(""))
+        row = None if per_line is None else per_line[index]
+        if row is None:
+            found = match(line)
+            row = None if found is None else found.groups("")
+        if row is not None:
+            rows.append(row)
         elif not line.strip():
             continue
         else:
@@ -408,8 +437,7 @@ def _merge_tallies(into: dict[Any, FlowTally], worker: dict[Any, FlowTally], bas
 
 def _scan_chunk(task: ChunkTask) -> ChunkResult:
     """Worker: parse a chunk and join it from an empty state (positions relative to it)."""
-    text = _decode(_chunk_data(task.data))
-    rows, origins, garbled, line_count = chunk_rows(task, text)
+    rows, origins, garbled, line_count = chunk_rows(task, _chunk_data(task.data))
     layout = _LAYOUTS[task.mode]
     events = task.mode == "events"
     closer = _WORKER.closer(task.mode)
