@@ -8,7 +8,7 @@ setup(
             "k3s_netpol._logemu",
             sources=["src/k3s_netpol/_logemu.c"],
             optional=True,
-            extra_compile_args=["-O2"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra"],
         )
     ]
 )

@@ -28,15 +28,15 @@ static int is_hex(char c) {
 
 static int is_address_char(char c) { return is_hex(c) || c == ':' || c == '.'; }
 
-/* Consumes `word` at *at; 0 when the line does not continue with it. */
-static int literal(const char **at, const char *end, const char *word) {
-    size_t length = strlen(word);
+/* Consumes `word` (of `length` bytes) at *at; 0 when the line does not continue with it. */
+static inline int literal_of(const char **at, const char *end, const char *word, size_t length) {
     if ((size_t)(end - *at) < length || memcmp(*at, word, length) != 0) {
         return 0;
     }
     *at += length;
     return 1;
 }
+#define literal(at, end, word) literal_of((at), (end), (word), sizeof(word) - 1)
 
 /* One or more characters up to the next space (TOS=, PREC=, IN=, OUT=, MAC= values). */
 static const char *until_space(const char *at, const char *end) {
@@ -355,7 +355,11 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_logemu", "logscan's LOGEMU field splitter.", -1, methods,
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "_logemu",
+    .m_doc = "logscan's LOGEMU field splitter.",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC PyInit__logemu(void) { return PyModule_Create(&module); }
