@@ -162,6 +162,16 @@ def test_the_chunk_regex_takes_a_subset_of_lines_and_reads_them_as_the_full_pars
     assert left > 400
 
 
+@pytest.fixture(params=["c", "regex"])
+def splitter(request, monkeypatch):
+    """Each chunk split by the C splitter, then by the regex it stands in for."""
+    if request.param == "regex":
+        monkeypatch.setattr(logscan, "_logemu", None)
+    else:
+        assert logscan._logemu is not None, "k3s_netpol._logemu is not built"
+    return request.param
+
+
 def _assert_same(paths, **options):
     expected = full_path(paths, window=options.get("window", JOIN_WINDOW))
     got = fast_path(paths, **options)
@@ -172,7 +182,7 @@ def _assert_same(paths, **options):
     return expected
 
 
-def test_the_shipped_logs_give_the_same_events_summary_and_counts():
+def test_the_shipped_logs_give_the_same_events_summary_and_counts(splitter):
     expected = _assert_same([DATA / "syslogemu.log", DATA / "ulogd.json"])
     assert len(expected[0]) == 5
     assert expected[2]["garbled"] == 3
@@ -188,7 +198,7 @@ def test_the_shipped_logs_give_the_same_events_summary_and_counts():
     ],
 )
 def test_a_mixed_file_gives_the_same_results_however_it_is_chunked(
-    tmp_path, monkeypatch, window, jobs, chunk_bytes
+    tmp_path, monkeypatch, splitter, window, jobs, chunk_bytes
 ):
     monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 0)
     path = tmp_path / "syslogemu.log"
