@@ -1,14 +1,16 @@
 """The fast path of `k3s-netpol logs --json/--summary`: same answers as logs.py, in bulk.
 
 logs.py parses one line into one LogRecord and joins records one by one: about a hundred
-microseconds a line. Here a file is read in large chunks split at line ends; one regex (`findall`)
-pulls the fields of every canonical ulogd2 LOGEMU line of a chunk into plain tuples, and the
-packets are joined on those tuples. Chunks run in worker processes on big inputs.
+microseconds a line. Here a file is read in large chunks split at line ends; the C splitter
+(_logemu.c), or without it one regex (`findall`), pulls the fields of every canonical ulogd2
+LOGEMU line of a chunk into plain tuples, and the packets are joined on those tuples. Chunks run
+in worker processes on big inputs.
 
 Exactness with the full path (logs.read_records + logs.EventJoiner, as the CLI runs them):
-- The chunk regex accepts only a subset of the lines logs.parse_logemu_line accepts (single
-  spaces, IPv4, a protocol with ports, no IP flag but DF, canonical numbers) and, where both
-  accept a line, pulls the same fields. Every other line (IPv6, ICMP, JSON, odd spacing,
+- The chunk regex (and the C splitter, which takes the same lines and gives the same groups)
+  accepts only a subset of the lines logs.parse_logemu_line accepts (single spaces, IPv4, a
+  protocol with ports, no IP flag but DF, canonical numbers) and, where both accept a line,
+  pulls the same fields. Every other line (IPv6, ICMP, JSON, odd spacing,
   garbled) goes through logs.parse_line itself, so garbled lines are counted and described
   identically.
 - Which lines form one event depends only on the lines with the same packet key (a line joins
