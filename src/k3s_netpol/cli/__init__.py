@@ -1,35 +1,62 @@
-"""The `k3s-netpol` command line: one click group, one module per family of subcommands."""
+"""The `k3s-netpol` command line: one click group, one module per family of subcommands.
+
+The group imports a subcommand's module only when that subcommand runs (or when `--help` lists
+them all), so `k3s-netpol logs` never pays for ansible-runner, rich or the playbook machinery.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 import click
 
 from k3s_netpol import __version__
 
+SUBCOMMANDS = {
+    "apply": "k3s_netpol.cli.run:apply",
+    "bundle": "k3s_netpol.cli.bundle:bundle",
+    "expect": "k3s_netpol.cli.expect:expect_command",
+    "lab": "k3s_netpol.cli.lab:lab",
+    "logs": "k3s_netpol.cli.logs:logs_command",
+    "provision": "k3s_netpol.cli.run:provision",
+    "report": "k3s_netpol.cli.report:report_command",
+    "reset": "k3s_netpol.cli.run:reset",
+    "verify": "k3s_netpol.cli.run:verify",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are `module:attribute` names, imported on first use."""
+
+    def __init__(self, *args: Any, lazy_subcommands: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_subcommands = lazy_subcommands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_subcommands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_subcommands and cmd_name not in self.commands:
+            self.add_command(self._import(cmd_name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def _import(self, cmd_name: str) -> click.Command:
+        module_name, _, attribute = self.lazy_subcommands[cmd_name].partition(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{module_name}:{attribute} is not a click command")
+        return command
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_subcommands=SUBCOMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="k3s-netpol")
 def main() -> None:
     """Provision K3s with visible NetworkPolicy enforcement, and prove it.
 
     Exit codes: 0 ok, 1 verification mismatch, 2 usage error, 3 run failed.
     """
-
-
-# Subcommands register themselves below, one line each.
-from k3s_netpol.cli.run import register as _register_run_commands  # noqa: E402
-
-_register_run_commands(main)
-from k3s_netpol.cli.bundle import bundle as _bundle_command  # noqa: E402
-
-main.add_command(_bundle_command)
-from k3s_netpol.cli.report import report_command as _report_command  # noqa: E402
-
-main.add_command(_report_command)
-from k3s_netpol.cli.expect import expect_command as _expect_command  # noqa: E402
-
-main.add_command(_expect_command)
-from k3s_netpol.cli.logs import logs_command as _logs_command  # noqa: E402
-
-main.add_command(_logs_command)
-from k3s_netpol.cli.lab import lab as _lab_command  # noqa: E402
-
-main.add_command(_lab_command)

@@ -11,22 +11,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import yaml
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
-from k3s_netpol.runner import (
-    PROJECT_DIR_ENV,
-    PlaybookNotFoundError,
-    ProjectNotFoundError,
-    RunnerInputError,
-    RunResult,
-    run_playbook,
-)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from k3s_netpol.runner import RunResult
 
 
 class ExitCode(IntEnum):
@@ -55,6 +50,8 @@ def usage_error(message: str) -> UsageProblem:
 
 
 def stderr_console() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -213,6 +210,8 @@ class RunProgress:
 
     def __enter__(self) -> RunProgress:
         if self.console.is_terminal:
+            from rich.live import Live
+
             self._live = Live(
                 self._render(), console=self.console, refresh_per_second=8, transient=True
             )
@@ -261,6 +260,8 @@ class RunProgress:
         self.console.print(markup)
 
     def _render(self) -> Table:
+        from rich.table import Table
+
         elapsed = time.monotonic() - self.started
         table = Table(
             title=f"{self.title}  {self.play}  [dim]{elapsed:.0f}s[/dim]",
@@ -303,6 +304,14 @@ def run_with_progress(
 ) -> RunResult:
     """Run one playbook with the parsed options and a progress display on stderr. Bad input
     becomes a usage error (exit 2); a run that cannot start becomes exit 3."""
+    from k3s_netpol.runner import (
+        PROJECT_DIR_ENV,
+        PlaybookNotFoundError,
+        ProjectNotFoundError,
+        RunnerInputError,
+        run_playbook,
+    )
+
     with _maybe_progress(title or str(playbook), progress) as display:
         try:
             return run_playbook(

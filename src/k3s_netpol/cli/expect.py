@@ -6,11 +6,9 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from k3s_netpol.cli._common import UsageProblem
 from k3s_netpol.model import (
@@ -21,6 +19,10 @@ from k3s_netpol.model import (
     load_manifests,
     probes_document,
 )
+
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
 
 MATRIX_MAX_PODS = 40
 _PORT_ARGUMENT = re.compile(r"^(\d+)(?:/([A-Za-z]+))?$")
@@ -98,6 +100,8 @@ def expect_command(
         json.dump(probes_document(probes), sys.stdout)
         sys.stdout.write("\n")
         return
+    from rich.console import Console
+
     pod_keys = [pod.key for pod in cluster.pods]
     console = Console(highlight=False)
     if not console.is_terminal:
@@ -109,6 +113,8 @@ def expect_command(
 def render_tables(pod_keys: Sequence[str], probes: Sequence[Probe]) -> list[Table | Text]:
     """One source x destination matrix per port (`.` allowed, `X` blocked), or, past
     MATRIX_MAX_PODS pods, one row per destination and port with the counts; then a summary."""
+    from rich.text import Text
+
     by_port: dict[tuple[int, str], dict[tuple[str, str], bool]] = {}
     for probe in probes:
         by_port.setdefault((probe.port, probe.protocol), {})[(probe.source, probe.destination)] = (
@@ -135,6 +141,9 @@ def render_tables(pod_keys: Sequence[str], probes: Sequence[Probe]) -> list[Tabl
 
 
 def _matrix(pod_keys: Sequence[str], verdicts: dict[tuple[str, str], bool]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table()
     table.add_column("from \\ to", no_wrap=True)
     for number in range(1, len(pod_keys) + 1):
@@ -154,6 +163,8 @@ def _matrix(pod_keys: Sequence[str], verdicts: dict[tuple[str, str], bool]) -> T
 
 
 def _per_destination(pod_keys: Sequence[str], verdicts: dict[tuple[str, str], bool]) -> Table:
+    from rich.table import Table
+
     table = Table()
     for column in ("to", "allowed from", "blocked from"):
         table.add_column(column, justify="left" if column == "to" else "right", no_wrap=True)

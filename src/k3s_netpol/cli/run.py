@@ -274,12 +274,3 @@ def reset(yes: bool, **params: Any) -> None:
         if not confirmed:
             raise usage_error("reset declined: nothing was changed")
     _run_and_report("reset", RESET_PLAYBOOKS, params, read_report=False)
-
-
-COMMANDS = (provision, apply, verify, reset)
-
-
-def register(group: click.Group) -> None:
-    """Add provision, apply, verify and reset to the `k3s-netpol` group."""
-    for command in COMMANDS:
-        group.add_command(command)
