@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -182,10 +182,13 @@ def logs_command(
     if pod is not None and not snapshot:
         raise click.UsageError("--pod needs --snapshot to know which address is which pod")
 
-    with tempfile.TemporaryDirectory(prefix="k3s-netpol-logs-") as workdir:
+    with contextlib.ExitStack() as cleanup:
         paths = sorted(files, key=rotation_order)
         nodes: dict[str, str] = {}
         if inventory:
+            import tempfile
+
+            workdir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="k3s-netpol-logs-"))
             gathered, nodes = _gather(inventory, Path(workdir))
             paths.extend(gathered)
         stats = ParseStats()
