@@ -19,11 +19,16 @@ MODES = ("events", "summary")
 
 
 def regex_rows(text: str, mode: str) -> list[tuple[str, ...] | None]:
-    pattern = logscan._LAYOUTS[mode].pattern
+    """The regex's groups of each line, and the packet key logscan.packet_key makes of them."""
+    layout = logscan._LAYOUTS[mode]
     rows: list[tuple[str, ...] | None] = []
     for line in logscan._lines_of(text):
-        found = pattern.match(line)
-        rows.append(None if found is None else found.groups(""))
+        found = layout.pattern.match(line)
+        if found is None:
+            rows.append(None)
+            continue
+        groups = found.groups("")
+        rows.append((*groups, logscan.packet_key(layout.key_parts(groups))))
     return rows
 
 
@@ -68,7 +73,8 @@ def test_the_benchmark_lines_split_as_the_regex_splits_them(mode):
     rows = c_rows(text, mode)
     assert None not in rows
     assert rows == regex_rows(text, mode)
-    assert len(rows[0]) == (11 if mode == "events" else 8)
+    assert len(rows[0]) == (12 if mode == "events" else 9)
+    assert len({row[-1] for row in rows}) > len(rows) // 3  # packets, each of one or more lines
 
 
 @pytest.mark.parametrize("mode", MODES)

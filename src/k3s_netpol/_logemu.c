@@ -4,7 +4,8 @@
  * rows(data, events) reads ulogd2 LOGEMU lines (bytes) and accepts only lines logscan's
  * canonical regex (_canonical_logemu) accepts, returning the same groups: for events
  * (stamp, node, prefix, "src DST=dst", id, proto, spt, dpt, seq, tail, mark), otherwise
- * (node, prefix, "src DST=dst", id, proto, spt, dpt, seq); an absent SEQ is "". A line
+ * (node, prefix, "src DST=dst", id, proto, spt, dpt, seq); an absent SEQ is "". Each row ends
+ * with the packet's key: node, "src DST=dst", id, proto, spt, dpt and seq joined by "\n". A line
  * with a byte beyond ASCII is left to the regex (None), as is a chunk holding a carriage return.
  * tests/test_logemu_ext.py holds the two to the same answers, line by line.
  */
@@ -272,10 +273,34 @@ static PyObject *shared_text(SharedTable shared, int field, Span span) {
     return text;
 }
 
+static const int KEY_FIELDS[] = {NODE, ADDRESSES, ID, PROTO, SPT, DPT, SEQ};
+#define KEY_PARTS ((int)(sizeof(KEY_FIELDS) / sizeof(KEY_FIELDS[0])))
+
+static PyObject *packet_key(const Span fields[FIELDS]) {
+    Py_ssize_t length = KEY_PARTS - 1;
+    for (int part = 0; part < KEY_PARTS; part++) {
+        length += fields[KEY_FIELDS[part]].length;
+    }
+    PyObject *key = PyUnicode_New(length, 127);
+    if (key == NULL) {
+        return NULL;
+    }
+    char *out = (char *)PyUnicode_1BYTE_DATA(key);
+    for (int part = 0; part < KEY_PARTS; part++) {
+        if (part > 0) {
+            *out++ = '\n';
+        }
+        Span span = fields[KEY_FIELDS[part]];
+        memcpy(out, span.start, (size_t)span.length);
+        out += span.length;
+    }
+    return key;
+}
+
 static PyObject *row_of(SharedTable shared, const Span fields[FIELDS], int events) {
     const int *order = events ? EVENT_FIELDS : SUMMARY_FIELDS;
     Py_ssize_t count = events ? 11 : 8;
-    PyObject *row = PyTuple_New(count);
+    PyObject *row = PyTuple_New(count + 1);
     if (row == NULL) {
         return NULL;
     }
@@ -287,6 +312,12 @@ static PyObject *row_of(SharedTable shared, const Span fields[FIELDS], int event
         }
         PyTuple_SET_ITEM(row, index, text);
     }
+    PyObject *key = packet_key(fields);
+    if (key == NULL) {
+        Py_DECREF(row);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(row, count, key);
     /* Strings only: no cycle can pass through it, so the collector need not walk a million. */
     PyObject_GC_UnTrack(row);
     return row;

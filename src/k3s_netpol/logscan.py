@@ -89,24 +89,43 @@ def _canonical_logemu(*, stamp: bool, tail: bool) -> re.Pattern[str]:
     )
 
 
-# Rows: --json (stamp, node, prefix, "src DST=dst", id, proto, spt, dpt, seq, tail, mark);
-# --summary (node, prefix, "src DST=dst", id, proto, spt, dpt, seq). Absent numbers are "".
-# The packet key, (node, "src DST=dst", id, proto, spt, dpt, seq), is picked out of a row.
+# Rows: --json (stamp, node, prefix, "src DST=dst", id, proto, spt, dpt, seq, tail, mark, key);
+# --summary (node, prefix, "src DST=dst", id, proto, spt, dpt, seq, key). Absent numbers are "".
+# The regex's groups are a row without its key. The key names the packet: its parts (node,
+# "src DST=dst", id, proto, spt, dpt, seq) joined by newlines, one string that hashes and
+# compares at C speed; a tuple of the parts when one is not a string without a newline.
 _EVENT_ROW = _canonical_logemu(stamp=True, tail=True)
 _SUMMARY_ROW = _canonical_logemu(stamp=False, tail=False)
 Row = tuple[Any, ...]
+PacketKey = str | tuple[Any, ...]
 
 
 class _Layout(NamedTuple):
     pattern: re.Pattern[str]
     prefix: int
-    key: Callable[[Row], Row]
+    key_parts: Callable[[Row], tuple[Any, ...]]
+    key: Callable[[Row], PacketKey]
 
 
 _LAYOUTS = {
-    "events": _Layout(_EVENT_ROW, 2, operator.itemgetter(1, 3, 4, 5, 6, 7, 8)),
-    "summary": _Layout(_SUMMARY_ROW, 1, operator.itemgetter(0, 2, 3, 4, 5, 6, 7)),
+    "events": _Layout(
+        _EVENT_ROW, 2, operator.itemgetter(1, 3, 4, 5, 6, 7, 8), operator.itemgetter(11)
+    ),
+    "summary": _Layout(
+        _SUMMARY_ROW, 1, operator.itemgetter(0, 2, 3, 4, 5, 6, 7), operator.itemgetter(8)
+    ),
 }
+
+
+def packet_key(parts: tuple[Any, ...]) -> PacketKey:
+    """The key of a packet with these parts, as the C splitter writes it."""
+    if all(isinstance(part, str) and "\n" not in part for part in parts):
+        return "\n".join(parts)
+    return parts
+
+
+def _keyed(groups: tuple[str, ...], layout: _Layout) -> Row:
+    return (*groups, "\n".join(layout.key_parts(groups)))
 
 
 def _text(value: int | None) -> str:
@@ -129,7 +148,8 @@ def row_of_record(record: LogRecord, mode: str) -> Row:
         tail,
         None if record.mark is None else format(record.mark, "x"),
     )
-    return row if mode == "events" else row[1:9]
+    groups = row if mode == "events" else row[1:9]
+    return (*groups, packet_key(_LAYOUTS[mode].key_parts(groups)))
 
 
 _PREFIX_CACHE: dict[str, tuple[str | None, bool]] = {}
@@ -179,7 +199,7 @@ class ChunkResult(NamedTuple):
     # events closed by age: (first position, position of the same-key line that closed it or -1)
     aged: list[tuple[int, int, Any]]
     head: list[tuple[int, Row, str]]  # (position, row, origin) of keys the chunk before may own
-    open_groups: list[tuple[Row, Group]]
+    open_groups: list[tuple[PacketKey, Group]]
 
 
 def _lines_of(text: str) -> list[str]:
@@ -208,7 +228,7 @@ def chunk_rows(
     text = ""
     if split is None:
         text = _decode(data)
-        rows: list[Row] = layout.pattern.findall(text)
+        rows: list[Row] = [_keyed(groups, layout) for groups in layout.pattern.findall(text)]
         line_count = text.count("\n") + (0 if not text or text.endswith("\n") else 1)
         all_canonical = len(rows) == line_count
         per_line: list[Row | None] | None = None
@@ -237,7 +257,7 @@ def chunk_rows(
         row = None if per_line is None else per_line[index]
         if row is None:
             found = match(line)
-            row = None if found is None else found.groups("")
+            row = None if found is None else _keyed(found.groups(""), layout)
         if row is not None:
             rows.append(row)
         elif not line.strip():
@@ -256,19 +276,21 @@ def chunk_rows(
     return rows, origins, garbled, line_count
 
 
-# A group of lines of one packet: [first position, policies named, [(row, origin), ...]]
-# (the records list stays empty for --summary). Plain lists: this is the hot loop.
+# A group of lines of one packet: [first position, policies named, [(row, origin), ...], first
+# row] (no records for --summary). Plain lists: this is the hot loop.
 Group = list[Any]
-Closer = Callable[[Row, Group, bool], Any]
+Closer = Callable[[Group, bool], Any]
+_NO_RECORDS: tuple[()] = ()
 
 
-def summary_entry(key: Row, group: Group, real: bool) -> Any:
+def summary_entry(group: Group, real: bool) -> Any:
     """What --summary keeps of an event: (node, "src DST=dst", protocol, port), policies, real."""
-    return ((key[0], key[1], key[3], key[5]), tuple(group[1]), real)
+    row = group[3]
+    return ((row[0], row[2], row[4], row[6]), tuple(group[1]), real)
 
 
 # Stands in open_groups for a key whose lines the worker leaves to the parent.
-_HEAD: Group = [1 << 62, [], []]
+_HEAD: Group = [1 << 62, [], [], ()]
 
 
 def join_rows(
@@ -276,7 +298,7 @@ def join_rows(
     layout: _Layout,
     window: int,
     close: Closer,
-    open_groups: dict[Row, Group],
+    open_groups: dict[PacketKey, Group],
     keys: list[int],
     payloads: list[Any],
     aged: list[tuple[int, int, Any]],
@@ -308,7 +330,7 @@ def join_rows(
     next_cleanup = 0
     # The newest group stays out of open_groups while its packet's lines come one after another.
     current: Group | None = None
-    current_key: Row = ()
+    current_key: PacketKey = ""
     for position, row, origin in items:
         key = key_of(row)
         if current is not None and key == current_key:
@@ -333,24 +355,24 @@ def join_rows(
                 _, stale_key, stale_group = order.popleft()
                 if get_group(stale_key) is stale_group:
                     del open_groups[stale_key]
-                    aged.append((stale_group[0], -1, close(stale_key, stale_group, False)))
+                    aged.append((stale_group[0], -1, close(stale_group, False)))
         raw = row[prefix_at]
         meaning = meanings.get(raw) or _prefix_meaning(raw)
         policy = meaning[0]
         if group is not None:
             if position - group[0] > window:
-                aged.append((group[0], position, close(key, group, False)))
+                aged.append((group[0], position, close(group, False)))
                 group = None
             elif policy is not None and policy in group[1]:
                 if counts is None:
                     keys.append(3 * position + 1)
-                    payloads.append(close(key, group, False))
+                    payloads.append(close(group, False))
                 else:
-                    _tally(counts, summary_entry(key, group, False), 3 * position + 1)
+                    _tally(counts, summary_entry(group, False), 3 * position + 1)
                 group = None
         if policy is not None:
             if group is None:
-                group = [position, [policy], [(row, origin)] if collect else []]
+                group = [position, [policy], [(row, origin)] if collect else _NO_RECORDS, row]
             else:
                 group[1].append(policy)
                 if collect:
@@ -358,14 +380,14 @@ def join_rows(
             current, current_key = group, key
             continue
         if group is None:
-            group = [position, [], [(row, origin)] if collect else []]
+            group = [position, [], [(row, origin)] if collect else _NO_RECORDS, row]
         elif collect:
             group[2].append((row, origin))
         if counts is None:
             keys.append(3 * position + 2)
-            payloads.append(close(key, group, meaning[1]))
+            payloads.append(close(group, meaning[1]))
         else:
-            flow = (key[1], key[3], key[5])
+            flow = (row[2], row[4], row[6])
             tally = counts.get(flow)
             emitted_at = 3 * position + 2
             if tally is None:
@@ -380,8 +402,8 @@ def join_rows(
                     named[policy] = [(emitted_at, index), 1]
                 else:
                     seen[1] += 1
-            if key[0]:
-                tally[4].add(key[0])
+            if row[0]:
+                tally[4].add(row[0])
     if current is not None:
         open_groups[current_key] = current
 
@@ -448,7 +470,7 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
         origins = [""] * len(rows)
     head_end = min(2 * task.window, len(rows))
     head = list(zip(range(head_end), rows[:head_end], origins[:head_end], strict=True))
-    open_groups: dict[Row, Group] = dict.fromkeys(map(layout.key, rows[:head_end]), _HEAD)
+    open_groups: dict[PacketKey, Group] = dict.fromkeys(map(layout.key, rows[:head_end]), _HEAD)
     keys: list[int] = []
     payloads: list[Any] = []
     aged: list[tuple[int, int, Any]] = []
@@ -577,10 +599,10 @@ class EventFormatter:
             text = self._stamps[stamp] = _json_text(stamp)
         return text
 
-    def close(self, key: Row, group: Group, real: bool) -> str:
+    def close(self, group: Group, real: bool) -> str:
         records = group[2]
-        first_row = records[0][0]
-        node, addresses, ip_id, protocol, source_port, destination_port, seq = key
+        first_row = group[3]
+        _, node, _, addresses, ip_id, protocol, source_port, destination_port, seq = first_row[:9]
         flow = self._flow(node, addresses, destination_port, protocol)
         tcp = protocol == "TCP"
         return _EVENT_LINE % (
@@ -743,7 +765,7 @@ class _Merger:
     close: Closer
     emit: Callable[[list[Any]], object]
     offset: int = 0  # records before the current chunk
-    open_groups: dict[Row, Group] = field(default_factory=dict)
+    open_groups: dict[PacketKey, Group] = field(default_factory=dict)
     pending: list[tuple[int, int, Any]] = field(default_factory=list)  # (key, first, payload)
     tally: dict[Any, FlowTally] = field(default_factory=dict)  # --summary
 
@@ -782,9 +804,7 @@ class _Merger:
         self.open_groups = {}
         for key, group in incoming.items():
             if _sweep_after(group[0], window) < end:
-                extra.append(
-                    (self._aged_key(group[0], -1), group[0], self.close(key, group, False))
-                )
+                extra.append((self._aged_key(group[0], -1), group[0], self.close(group, False)))
             else:
                 self.open_groups[key] = group
         extra.extend(self.pending)
@@ -826,9 +846,7 @@ class _Merger:
 
     def finish(self) -> None:
         """End of input: what the full path's final flush emits, in first-line order."""
-        rest = [
-            (group[0], self.close(key, group, False)) for key, group in self.open_groups.items()
-        ]
+        rest = [(group[0], self.close(group, False)) for group in self.open_groups.values()]
         self.open_groups = {}
         # Aged groups whose sweep never came (input ended first) are flushed with them.
         end = 3 * self.offset
