@@ -603,21 +603,32 @@ class EventFormatter:
         records = group[2]
         first_row = group[3]
         _, node, _, addresses, ip_id, protocol, source_port, destination_port, seq = first_row[:9]
-        flow = self._flow(node, addresses, destination_port, protocol)
-        tcp = protocol == "TCP"
+        # Cache hits inline (each cached text is non-empty); misses go through the methods.
+        flow = self._flows.get((node, addresses, destination_port, protocol)) or self._flow(
+            node, addresses, destination_port, protocol
+        )
+        policies = tuple(group[1])
+        stamp = first_row[0]
+        mark = records[-1][0][10]
+        if protocol == "TCP":
+            tail = first_row[9]
+            flags = _FLAG_CACHE.get(tail) or _flags_json(tail)
+            tcp_seq = seq or "null"
+        else:
+            flags, tcp_seq = "[]", "null"
         return _EVENT_LINE % (
-            self._stamp(first_row[0]),
+            self._stamps.get(stamp) or self._stamp(stamp),
             flow[0],
             source_port or "null",
             destination_port or "null",
-            self._policy_text(tuple(group[1])),
+            self._policies.get(policies) or self._policy_text(policies),
             "true" if real else "false",
             ip_id or "null",
-            (seq or "null") if tcp else "null",
-            _flags_json(first_row[9]) if tcp else "[]",
-            _mark_json(records[-1][0][10]),
+            tcp_seq,
+            flags,
+            _MARK_CACHE.get(mark) or _mark_json(mark),
             len(records),
-            ", ".join([origin for _, origin in records]),
+            records[0][1] if len(records) == 1 else ", ".join([origin for _, origin in records]),
             flow[1] if real else flow[2],
         )
 
