@@ -257,9 +257,12 @@ static PyObject *shared_text(SharedTable shared, int field, Span span) {
     if (!SHARED_FIELD[field]) {
         return ascii_text(span);
     }
-    size_t hash = 2166136261u;
-    for (Py_ssize_t index = 0; index < span.length; index++) {
-        hash = (hash ^ (unsigned char)span.start[index]) * 16777619u;
+    /* A slot by length and three bytes: a collision only costs a new string. */
+    size_t hash = (size_t)span.length;
+    if (span.length > 0) {
+        hash = hash * 31 + (unsigned char)span.start[span.length - 1];
+        hash = hash * 31 + (unsigned char)span.start[span.length / 2];
+        hash = hash * 31 + (unsigned char)span.start[span.length * 3 / 4];
     }
     PyObject **slot = &shared[field][hash % SHARED_SLOTS];
     if (*slot != NULL && PyUnicode_GET_LENGTH(*slot) == span.length
