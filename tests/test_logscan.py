@@ -75,7 +75,8 @@ def fast_path(paths, *, window=JOIN_WINDOW, nodes=None, jobs=1, chunk_bytes=None
         )
     assert vars(event_stats) == vars(summary_stats)
     flows = [flow.to_dict() for flow in logscan.summary_flows(entries[0], enricher, None)]
-    return lines, flows, vars(event_stats)
+    text = b"".join(lines).decode()
+    return text.splitlines(keepends=True), flows, vars(event_stats)
 
 
 def tricky_variants(line: str) -> list[str]:

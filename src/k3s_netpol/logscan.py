@@ -30,6 +30,7 @@ import bisect
 import contextlib
 import gc
 import gzip
+import itertools
 import json
 import multiprocessing
 import operator
@@ -192,10 +193,12 @@ class ChunkResult(NamedTuple):
     lines: int
     records: int
     garbled: list[tuple[int, str]]  # (line number counted from the task's line_base, why)
-    # events closed at a known position: sort keys (3 * position + kind) and payloads;
-    # --summary: one payload, {entry: [first sort key, events]}
+    # events closed at a known position: sort keys (3 * position + kind) and payloads; --json
+    # sends its JSON lines as one UTF-8 string and where each line ends in it (one bytes object
+    # crosses the pipe, and is cut and written without copies); --summary: the tallies
     keys: list[int]
     payloads: list[Any]
+    ends: list[int]
     # events closed by age: (first position, position of the same-key line that closed it or -1)
     aged: list[tuple[int, int, Any]]
     head: list[tuple[int, Row, str]]  # (position, row, origin) of keys the chunk before may own
@@ -488,12 +491,21 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
         counts=counts,
         head=head,
     )
+    ends: list[int] = []
+    if counts is None:
+        text = "".join(payloads)
+        sizes: Iterable[int] = (
+            map(len, payloads) if text.isascii() else (len(line.encode()) for line in payloads)
+        )
+        ends = list(itertools.accumulate(sizes))
+        payloads = [text.encode()]
     return ChunkResult(
         lines=line_count,
         records=len(rows),
         garbled=garbled,
         keys=keys,
         payloads=payloads if counts is None else [counts],
+        ends=ends,
         aged=aged,
         head=head,
         open_groups=[(key, group) for key, group in open_groups.items() if group is not _HEAD],
@@ -824,8 +836,7 @@ class _Merger:
         self.pending = extra[cut:]
         del extra[cut:]
         self.offset = end
-        keys = [key + 3 * offset for key in result.keys] if self.mode == "events" else []
-        self._emit_merged(keys, result.payloads, extra, offset)
+        self._emit_merged(result, extra, offset)
 
     def _aged_key(self, first: int, closed_by: int) -> int:
         swept = _sweep_after(first, self.window)
@@ -834,25 +845,30 @@ class _Merger:
         return 3 * swept
 
     def _emit_merged(
-        self, keys: list[int], payloads: list[Any], extra: list[tuple[int, int, Any]], offset: int
+        self, result: ChunkResult, extra: list[tuple[int, int, Any]], offset: int
     ) -> None:
         if self.mode == "summary":
-            for counts in payloads:
+            for counts in result.payloads:
                 _merge_tallies(self.tally, counts, 3 * offset)
             for key, first, entry in extra:
                 _tally(self.tally, entry, (key, first))
             return
+        (lines,) = result.payloads
         if not extra:
-            self.emit(payloads)
+            self.emit([lines])
             return
+        # The chunk's events, with the others cut in where their sort keys fall.
+        keys, ends, shift = result.keys, result.ends, 3 * offset
+        view = memoryview(lines)
         out: list[Any] = []
-        start = 0
+        start = cut = 0
         for key, _, payload in extra:
-            index = bisect.bisect_left(keys, key, lo=start)
-            out.extend(payloads[start:index])
-            out.append(payload)
-            start = index
-        out.extend(payloads[start:])
+            index = bisect.bisect_left(keys, key - shift, lo=start)
+            end = ends[index - 1] if index else 0
+            out.append(view[cut:end])
+            out.append(payload.encode())
+            start, cut = index, end
+        out.append(view[cut:])
         self.emit(out)
 
     def finish(self) -> None:
@@ -873,7 +889,7 @@ class _Merger:
                 _tally(self.tally, entry, (key, first))
             self.emit([self.tally])
         else:
-            self.emit([payload for _, _, payload in closed])
+            self.emit([payload.encode() for _, _, payload in closed])
 
 
 def _chunks(
@@ -918,7 +934,8 @@ def scan(
     jobs: int | None = None,
     chunk_bytes: int | None = None,
 ) -> None:
-    """Read the files in order and emit event payloads (JSON lines or summary entries).
+    """Read the files in order and emit what they hold: for "events", bytes-like pieces of
+    UTF-8 JSON lines, to be written in order; for "summary", one FlowTally dict at the end.
 
     Raises LogFileError naming a file that cannot be opened, after emitting what came before.
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -269,16 +269,16 @@ def _fast_output(
         flows = summary_flows(tallies[0] if tallies else {}, enricher, top)
         _write_summary(sys.stdout, flows, as_json=as_json)
         return
-    out = sys.stdout
-    scan(
-        paths,
-        nodes,
-        stats,
-        "events",
-        lambda lines: out.write("".join(lines)),
-        enricher=enricher,
-        jobs=jobs,
+    sys.stdout.flush()
+    binary = getattr(sys.stdout, "buffer", None)
+    write: Callable[[list[Any]], object] = (
+        binary.writelines
+        if binary is not None
+        else lambda pieces: sys.stdout.write(b"".join(pieces).decode())
     )
+    scan(paths, nodes, stats, "events", write, enricher=enricher, jobs=jobs)
+    if binary is not None:
+        binary.flush()
 
 
 def _output(
