@@ -13,6 +13,7 @@ import yaml
 
 from k3s_netpol import runner
 from k3s_netpol.runner import (
+    AnsibleNotFoundError,
     PlaybookNotFoundError,
     ProjectNotFoundError,
     RunnerInputError,
@@ -256,4 +257,16 @@ def test_bad_input_fails_before_anything_runs(
     with pytest.raises(error_type) as raised:
         run_playbook(playbook, **arguments)
     assert message in str(raised.value)
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_missing_ansible_is_named_before_anything_runs(
+    private_tmp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare_bin = tmp_path / "bin"
+    bare_bin.mkdir()
+    monkeypatch.setattr(sys, "executable", str(bare_bin / "python3"))
+    monkeypatch.setenv("PATH", str(bare_bin))
+    with pytest.raises(AnsibleNotFoundError, match=r"k3s-netpol\[ansible\]"):
+        run_playbook(PLAYBOOKS / "ping.yml", inventory=local_inventory())
     assert list(private_tmp.iterdir()) == []

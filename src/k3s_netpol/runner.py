@@ -43,6 +43,10 @@ class PlaybookNotFoundError(RunnerInputError):
     """The playbook file does not exist."""
 
 
+class AnsibleNotFoundError(RunnerInputError):
+    """No ansible-playbook to run: Ansible is not installed beside the package."""
+
+
 class ProjectNotFoundError(RunnerInputError):
     """Neither the environment, the checkout nor the installed package holds the project."""
 
@@ -374,6 +378,19 @@ def run_playbook(
     for key, value in (envvars or {}).items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise RunnerInputError(f"envvars: {key!r} must map a string to a string")
+    # ansible-runner takes its PATH from os.environ; put this interpreter's bin directory
+    # first so the ansible-playbook that matches it (same venv) is the one run.
+    search_path = os.pathsep.join(
+        [
+            str(Path(sys.executable).parent),
+            (envvars or {}).get("PATH", os.environ.get("PATH", os.defpath)),
+        ]
+    )
+    if shutil.which("ansible-playbook", path=search_path) is None:
+        raise AnsibleNotFoundError(
+            "ansible-playbook: not found beside this Python or on PATH; install Ansible into "
+            "the same environment: pip install 'k3s-netpol[ansible]' (or pip install ansible)"
+        )
 
     private_data_dir = Path(tempfile.mkdtemp(prefix="k3s-netpol-run-"))
     try:
@@ -384,14 +401,11 @@ def run_playbook(
             inventory_path.write_text(json.dumps(inventory, indent=2))
             inventory_path.chmod(0o600)
 
-        # ansible-runner takes its PATH from os.environ; put this interpreter's bin directory
-        # first so the ansible-playbook that matches it (same venv) is the one run.
-        interpreter_bin = str(Path(sys.executable).parent)
         environment = {
             "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
             "ANSIBLE_ROLES_PATH": str(root / "roles"),
-            "PATH": os.pathsep.join([interpreter_bin, os.environ.get("PATH", os.defpath)]),
             **(envvars or {}),
+            "PATH": search_path,
         }
         cmdline = " ".join(
             flag for flag, wanted in (("--check", check), ("--diff", diff)) if wanted
