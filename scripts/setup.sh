@@ -62,7 +62,7 @@ install_package() {
     return
   fi
   log "Installing k3s-netpol (editable) and building its C field splitter"
-  "$venv_dir/bin/pip" install -q --no-deps -e "$project_dir"
+  "$venv_dir/bin/pip" install -q --no-deps --no-build-isolation -e "$project_dir"
   if ! "$venv_dir/bin/python" -c 'import k3s_netpol._logemu'; then
     echo "setup: the C field splitter (src/k3s_netpol/_logemu.c) did not build; see the" \
       "compiler's messages above (gcc and python3-dev are needed)" >&2
