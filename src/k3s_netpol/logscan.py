@@ -32,7 +32,6 @@ import gc
 import gzip
 import itertools
 import json
-import multiprocessing
 import operator
 import os
 import re
@@ -958,6 +957,8 @@ def scan(
         # fork is the cheapest start, but a fork of a process with other threads (ansible-runner
         # leaves some after --inventory) can inherit a lock held forever.
         method = "fork" if threading.active_count() == 1 else "forkserver"
+        import multiprocessing  # only big inputs need it: a faster start for the rest
+
         context = multiprocessing.get_context(method)
         pool = context.Pool(jobs, initializer=_init_worker, initargs=(formatter,))
     # (file, are the chunk's line numbers counted from the chunk's start, result) or a file's
