@@ -210,6 +210,34 @@ def test_a_mixed_file_gives_the_same_results_however_it_is_chunked(
     assert any(line.count('"origins"') and '", "' in line for line in expected[0])
 
 
+@pytest.mark.parametrize("spool_works", [True, False])
+def test_workers_spool_json_through_a_private_directory_they_leave_empty(
+    tmp_path, monkeypatch, spool_works
+):
+    monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(logscan.threading, "active_count", lambda: 1)  # fork: patches carry over
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(logscan.tempfile, "tempdir", str(temp))
+    if not spool_works:
+
+        def full_disk(**kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(logscan.tempfile, "mkstemp", full_disk)
+    real_unspooled = logscan._unspooled
+    read_back: list[object] = []
+    monkeypatch.setattr(
+        logscan, "_unspooled", lambda payload: read_back.append(payload) or real_unspooled(payload)
+    )
+    path = tmp_path / "syslogemu.log"
+    path.write_text("".join(mixed_lines(1500, seed=4)))
+    assert fast_path([path], jobs=2, chunk_bytes=30_000) == full_path([path])
+    assert len(read_back) > 5
+    assert all(isinstance(payload, Path if spool_works else bytes) for payload in read_back)
+    assert list(temp.iterdir()) == []
+
+
 def test_rotated_and_gzipped_files_join_across_files(tmp_path, monkeypatch):
     monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 0)
     lines = mixed_lines(3000, seed=3)

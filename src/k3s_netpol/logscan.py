@@ -35,7 +35,9 @@ import json
 import operator
 import os
 import re
+import shutil
 import signal
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -186,6 +188,7 @@ class ChunkTask(NamedTuple):
     final: bool  # the file's last chunk (it may end without a newline)
     mode: str
     window: int
+    spool: str | None = None  # a directory for a worker's --json output (see _spooled)
 
 
 class ChunkResult(NamedTuple):
@@ -193,8 +196,8 @@ class ChunkResult(NamedTuple):
     records: int
     garbled: list[tuple[int, str]]  # (line number counted from the task's line_base, why)
     # events closed at a known position: sort keys (3 * position + kind) and payloads; --json
-    # sends its JSON lines as one UTF-8 string and where each line ends in it (one bytes object
-    # crosses the pipe, and is cut and written without copies); --summary: the tallies
+    # sends its JSON lines as one UTF-8 string and where each line ends in it, the string in a
+    # spool file when it has one (see _spooled); --summary: the tallies
     keys: list[int]
     payloads: list[Any]
     ends: list[int]
@@ -497,7 +500,7 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
             map(len, payloads) if text.isascii() else (len(line.encode()) for line in payloads)
         )
         ends = list(itertools.accumulate(sizes))
-        payloads = [text.encode()]
+        payloads = [_spooled(text.encode(), task.spool)]
     return ChunkResult(
         lines=line_count,
         records=len(rows),
@@ -509,6 +512,35 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
         head=head,
         open_groups=[(key, group) for key, group in open_groups.items() if group is not _HEAD],
     )
+
+
+def _spooled(lines: bytes, spool: str | None) -> bytes | Path:
+    """A worker's JSON lines, written to a file in `spool` when it has one.
+
+    Megabytes through the pool's pipe cost the parent a copy per 64 KiB read and two more to
+    unpickle; from a file it reads them at once. Inline when the spool cannot take them.
+    """
+    if spool is None:
+        return lines
+    try:
+        handle, name = tempfile.mkstemp(dir=spool, suffix=".jsonl")
+        with open(handle, "wb") as out:
+            out.write(lines)
+    except OSError:
+        return lines
+    return Path(name)
+
+
+def _unspooled(payload: bytes | Path) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    try:
+        return payload.read_bytes()
+    except OSError as error:
+        raise LogFileError(f"{payload}: a worker's output is gone: {error}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            payload.unlink()
 
 
 def _decode(data: bytes) -> str:
@@ -852,7 +884,7 @@ class _Merger:
             for key, first, entry in extra:
                 _tally(self.tally, entry, (key, first))
             return
-        (lines,) = result.payloads
+        lines = _unspooled(result.payloads[0])
         if not extra:
             self.emit([lines])
             return
@@ -953,12 +985,16 @@ def scan(
     collecting = gc.isenabled()
     gc.disable()
     pool = None
+    spool: str | None = None
     if jobs > 1 and total_bytes >= PARALLEL_MIN_BYTES:
         # fork is the cheapest start, but a fork of a process with other threads (ansible-runner
         # leaves some after --inventory) can inherit a lock held forever.
         method = "fork" if threading.active_count() == 1 else "forkserver"
         import multiprocessing  # only big inputs need it: a faster start for the rest
 
+        if mode == "events":
+            with contextlib.suppress(OSError):
+                spool = tempfile.mkdtemp(prefix="k3s-netpol-logs-")
         context = multiprocessing.get_context(method)
         pool = context.Pool(jobs, initializer=_init_worker, initargs=(formatter,))
     # (file, are the chunk's line numbers counted from the chunk's start, result) or a file's
@@ -998,7 +1034,7 @@ def scan(
                         continue
                     data, last, lines = chunk
                     # --json's origins need each chunk's first line number before it runs
-                    task = ChunkTask(data, name, node, line_base, last, mode, window)
+                    task = ChunkTask(data, name, node, line_base, last, mode, window, spool)
                     if mode == "events":
                         line_base += lines
                     outcome = (
@@ -1017,6 +1053,8 @@ def scan(
         if pool is not None:
             pool.terminate()
             pool.join()
+        if spool is not None:
+            shutil.rmtree(spool, ignore_errors=True)
         if collecting:
             gc.enable()
 
