@@ -7,7 +7,8 @@ PEP 517 backend), then `pip wheel --no-deps --no-build-isolation --no-index` wit
 setuptools (requirements.txt pins one new enough for pyproject.toml's build-system, so nothing is
 downloaded), then `pip install --target DIR`.
 Every check runs in a fresh interpreter with PYTHONPATH=DIR and a working directory outside the
-checkout, without the Makefile's ANSIBLE_* variables, which point at the checkout.
+checkout, without the Makefile's ANSIBLE_* and K3S_NETPOL_* variables, which point at the
+checkout.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def clean_environment(**extra: str) -> dict[str, str]:
     environment = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith("ANSIBLE_") and key not in ("K3S_NETPOL_PROJECT_DIR", "PYTHONPATH")
+        if not key.startswith(("ANSIBLE_", "K3S_NETPOL_")) and key != "PYTHONPATH"
     }
     environment["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     environment.update(extra)
