@@ -26,6 +26,7 @@ from k3s_netpol.model import (
     ManifestError,
     cluster_from_documents,
     expand_documents,
+    object_metadata,
 )
 
 NETWORK_POLICY_API: Final = "networking.k8s.io/v1"
@@ -497,12 +498,7 @@ def _check_object(document: Mapping[str, Any], where: str) -> None:
         if not isinstance(value, str) or not value:
             raise ManifestError(f"{where}: {key}: expected a non-empty string, got {value!r}")
     kind = document["kind"]
-    metadata = document.get("metadata")
-    if not isinstance(metadata, Mapping):
-        raise ManifestError(f"{where} ({kind}): metadata: expected a mapping")
-    name = metadata.get("name")
-    if not isinstance(name, str) or not name:
-        raise ManifestError(f"{where} ({kind}): metadata.name: expected a non-empty string")
+    metadata, name = object_metadata(document, kind, where)
     context = f"{where} ({kind} {name})"
     if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
         raise ManifestError(

@@ -210,6 +210,19 @@ def expand_documents(document: Any, where: str, source: str) -> list[tuple[str, 
     return expanded
 
 
+def object_metadata(
+    document: Mapping[str, Any], kind: str, where: str
+) -> tuple[Mapping[str, Any], str]:
+    """An object's metadata and its name, which must be there."""
+    metadata = document.get("metadata")
+    if not isinstance(metadata, Mapping):
+        raise ManifestError(f"{where} ({kind}): metadata: expected a mapping")
+    name = metadata.get("name")
+    if not isinstance(name, str) or not name:
+        raise ManifestError(f"{where} ({kind}): metadata.name: expected a non-empty string")
+    return metadata, name
+
+
 class _ClusterBuilder:
     def __init__(self) -> None:
         self.namespaces: dict[str, Namespace] = {}
@@ -221,12 +234,7 @@ class _ClusterBuilder:
         kind = document.get("kind")
         if kind not in ("Namespace", "Pod", "NetworkPolicy"):
             return
-        metadata = document.get("metadata")
-        if not isinstance(metadata, Mapping):
-            raise ManifestError(f"{where} ({kind}): metadata: expected a mapping")
-        name = metadata.get("name")
-        if not isinstance(name, str) or not name:
-            raise ManifestError(f"{where} ({kind}): metadata.name: expected a non-empty string")
+        metadata, name = object_metadata(document, kind, where)
         if kind == "Namespace":
             context = f"{where} (Namespace {name})"
             if name in self.namespaces:
