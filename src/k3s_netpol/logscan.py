@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from k3s_netpol.logs import (
     JOIN_WINDOW,
@@ -57,6 +57,9 @@ from k3s_netpol.logs import (
     parse_line,
     policy_of_prefix,
 )
+
+if TYPE_CHECKING:
+    from multiprocessing.pool import Pool
 
 # --summary merges each chunk's per-flow tallies in the parent: fewer, bigger chunks.
 CHUNK_BYTES = {"events": 16 << 20, "summary": 32 << 20}
@@ -126,8 +129,9 @@ def packet_key(parts: tuple[Any, ...]) -> PacketKey:
     return parts
 
 
-def _keyed(groups: tuple[str, ...], layout: _Layout) -> Row:
-    return (*groups, "\n".join(layout.key_parts(groups)))
+def _keyed(groups: tuple[Any, ...], layout: _Layout) -> Row:
+    """A row: the regex's groups (or a record's, in their places) and the packet key."""
+    return (*groups, packet_key(layout.key_parts(groups)))
 
 
 def _text(value: int | None) -> str:
@@ -150,8 +154,7 @@ def row_of_record(record: LogRecord, mode: str) -> Row:
         tail,
         None if record.mark is None else format(record.mark, "x"),
     )
-    groups = row if mode == "events" else row[1:9]
-    return (*groups, packet_key(_LAYOUTS[mode].key_parts(groups)))
+    return _keyed(row if mode == "events" else row[1:9], _LAYOUTS[mode])
 
 
 _PREFIX_CACHE: dict[str, tuple[str | None, bool]] = {}
@@ -980,23 +983,9 @@ def scan(
         with contextlib.suppress(OSError):
             total_bytes += path.stat().st_size
     jobs = _jobs() if jobs is None else jobs
-    # Joining makes millions of short-lived lists and tuples and no reference cycles: the cycle
-    # collector would only walk them, for about a tenth of the time. Forked workers inherit this.
     collecting = gc.isenabled()
-    gc.disable()
-    pool = None
+    pool: Pool | None = None
     spool: str | None = None
-    if jobs > 1 and total_bytes >= PARALLEL_MIN_BYTES:
-        # fork is the cheapest start, but a fork of a process with other threads (ansible-runner
-        # leaves some after --inventory) can inherit a lock held forever.
-        method = "fork" if threading.active_count() == 1 else "forkserver"
-        import multiprocessing  # only big inputs need it: a faster start for the rest
-
-        if mode == "events":
-            with contextlib.suppress(OSError):
-                spool = tempfile.mkdtemp(prefix="k3s-netpol-logs-")
-        context = multiprocessing.get_context(method)
-        pool = context.Pool(jobs, initializer=_init_worker, initargs=(formatter,))
     # (file, are the chunk's line numbers counted from the chunk's start, result) or a file's
     # end, in input order
     in_flight: list[_FileEnd | tuple[str, bool, Any]] = []
@@ -1022,6 +1011,21 @@ def scan(
             merger.take(result)
 
     try:
+        # Joining makes millions of short-lived lists and tuples and no reference cycles: the
+        # cycle collector would only walk them, for about a tenth of the time. Forked workers
+        # inherit this.
+        gc.disable()
+        if jobs > 1 and total_bytes >= PARALLEL_MIN_BYTES:
+            # fork is the cheapest start, but a fork of a process with other threads
+            # (ansible-runner leaves some after --inventory) can inherit a lock held forever.
+            method = "fork" if threading.active_count() == 1 else "forkserver"
+            import multiprocessing  # only big inputs need it: a faster start for the rest
+
+            if mode == "events":
+                with contextlib.suppress(OSError):
+                    spool = tempfile.mkdtemp(prefix="k3s-netpol-logs-")
+            context = multiprocessing.get_context(method)
+            pool = context.Pool(jobs, initializer=_init_worker, initargs=(formatter,))
         for path in paths:
             name = str(path)
             node = nodes.get(name)
