@@ -192,8 +192,8 @@ def logs_command(
             gathered, nodes = _gather(inventory, Path(workdir))
             paths.extend(gathered)
         stats = ParseStats()
-        if (as_json or summary) and not follow and event_filter == EventFilter():
-            try:
+        try:
+            if (as_json or summary) and not follow and event_filter == EventFilter():
                 _fast_output(
                     paths,
                     nodes,
@@ -204,26 +204,18 @@ def logs_command(
                     top=top,
                     jobs=jobs,
                 )
-            except LogFileError as error:
-                raise click.BadParameter(str(error), param_hint="FILE") from None
-            except KeyboardInterrupt:
-                pass
-            finally:
-                _report(stats)
-            return
-        joiner = EventJoiner()
-        records: Iterable[LogRecord | None]
-        if follow:
-            records = follow_records(paths, stats, nodes=nodes)
-        else:
-            records = _records_of(paths, stats, nodes)
-        views = (
-            view
-            for view in map(enricher.view, _events(records, joiner))
-            if event_filter.accepts(view)
-        )
-        try:
-            _output(views, as_json=as_json, summary=summary, top=top, follow=follow)
+            else:
+                records: Iterable[LogRecord | None]
+                if follow:
+                    records = follow_records(paths, stats, nodes=nodes)
+                else:
+                    records = _records_of(paths, stats, nodes)
+                views = (
+                    view
+                    for view in map(enricher.view, _events(records, EventJoiner()))
+                    if event_filter.accepts(view)
+                )
+                _output(views, as_json=as_json, summary=summary, top=top, follow=follow)
         except LogFileError as error:
             raise click.BadParameter(str(error), param_hint="FILE") from None
         except KeyboardInterrupt:
