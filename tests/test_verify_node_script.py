@@ -29,8 +29,8 @@ def logemu(dpt: int, prefix: str = "") -> str:
     )
 
 
-def run_script(job: dict[str, Any]) -> dict[str, Any]:
-    done = subprocess.run(
+def run_script_process(job: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-c", SCRIPT.read_text()],
         input=json.dumps(job),
         capture_output=True,
@@ -38,6 +38,10 @@ def run_script(job: dict[str, Any]) -> dict[str, Any]:
         timeout=60,
         check=False,
     )
+
+
+def run_script(job: dict[str, Any]) -> dict[str, Any]:
+    done = run_script_process(job)
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
@@ -107,15 +111,7 @@ def test_offset_none_measures_the_log_before_probing_and_rotation_reads_from_the
 
 
 def test_missing_log_file_fails_naming_it(tmp_path: Path) -> None:
-    job = log_job(tmp_path / "absent.log", None, deadline=0)
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT.read_text()],
-        input=json.dumps(job),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_script_process(log_job(tmp_path / "absent.log", None, deadline=0))
     assert done.returncode != 0
     assert "absent.log: no such file" in done.stderr
 
