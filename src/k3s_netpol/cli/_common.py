@@ -306,6 +306,7 @@ def run_with_progress(
         PlaybookNotFoundError,
         ProjectNotFoundError,
         RunnerInputError,
+        RunNotStoppedError,
         run_playbook,
     )
 
@@ -332,6 +333,8 @@ def run_with_progress(
             ) from error
         except RunnerInputError as error:
             raise usage_error(str(error)) from error
+        except RunNotStoppedError as error:
+            raise CommandError(f"{playbook}: {error}") from error
         except OSError as error:
             raise CommandError(f"{playbook}: could not start ansible-playbook: {error}") from error
         except KeyboardInterrupt as error:
