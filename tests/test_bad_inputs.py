@@ -273,3 +273,16 @@ def test_an_internal_error_exits_4_with_a_short_bug_report(tmp_path: Path, debug
     assert "KeyError: 'a bug'" in stderr
     assert "This is a bug in k3s-netpol" in stderr
     assert ("Traceback" in stderr) == debug
+
+
+# --------------------------------------------------------------------------- the Python API
+
+
+@pytest.mark.parametrize("as_path", [False, True])
+def test_load_manifests_takes_one_path_as_one_file(tmp_path: Path, as_path: bool) -> None:
+    from k3s_netpol.model import load_manifests
+
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(PODS_MULTI_DOC)
+    cluster = load_manifests(manifest if as_path else str(manifest))
+    assert sorted(pod.key for pod in cluster.pods) == ["a/x", "b/y"]
