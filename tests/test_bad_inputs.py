@@ -102,6 +102,8 @@ CASES = [
     row("bundle render -o {tmp}/null", 0, "null: written", check=_device_kept),
     row("bundle render -o {tmp}/link.yaml", 2, "link.yaml", "symbolic link", files={"real.yaml": "keep\n"}, check=_link_kept),
     row("bundle render -o {tmp}", 2, "directory"),
+    row("lab compile --builtin-workloads --node lab --out {tmp}/lab", 0, "", writes=("lab",)),
+    row("lab compile --builtin-workloads --node lab --out /proc/lab", 2, "/proc/lab"),
     row("bundle render -o /proc/bundle.yaml", 2, "/proc/bundle.yaml", "cannot write"),
     row("bundle render -o /proc/no/such/bundle.yaml", 2, "/proc/no/such/bundle.yaml"),
     row(f"{REPORT} {{tmp}}/o.jsonl --out /proc/out", 2, "--out", "/proc/out", files={"lab.json": LAB_JSON, "o.jsonl": OBSERVED_ONE_LINE}),
