@@ -359,3 +359,35 @@ def test_a_run_within_its_timeout_is_not_stopped(private_tmp: Path) -> None:
     )
     assert result.ok, result.summary()
     assert result.status == "successful"
+
+
+@pytest.mark.parametrize("exception", [RuntimeError, KeyboardInterrupt])
+def test_an_exception_during_the_run_stops_it_before_propagating(
+    private_tmp: Path, exception: type[BaseException]
+) -> None:
+    """Ctrl-C reaches only this process (ansible-playbook has a session of its own), as a
+    KeyboardInterrupt here; it and an on_event error must not leave the run behind."""
+    seconds = f"{random.randint(1000, 9999)}.{random.randint(100, 999)}"
+
+    def on_event(event: Any) -> None:
+        if event.get("event") == "runner_on_start":
+            deadline = time.monotonic() + 10
+            while not _processes_with(f"sleep {seconds}") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            raise exception("stop here")
+
+    try:
+        run_playbook(
+            PLAYBOOKS / "sleep.yml",
+            inventory=local_inventory(),
+            extravars={"netpol_test_sleep": seconds},
+            on_event=on_event,
+        )
+    except exception:
+        # Checked while the traceback (and with it ansible-runner's pexpect child) is alive, as
+        # for a caller handling the error: its garbage collection must not be what stops the run.
+        leftovers = _processes_with(f"sleep {seconds}")
+    else:
+        pytest.fail("run_playbook did not raise")
+    assert leftovers == []
+    assert list(private_tmp.iterdir()) == []

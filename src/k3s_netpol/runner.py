@@ -508,6 +508,7 @@ def run_playbook(
         playbook_group: list[int] = []
         deadline = None if timeout is None else time.monotonic() + timeout
         stopped: list[str] = []
+        not_stopped: list[RunNotStoppedError] = []
 
         def stop_requested() -> bool:
             if stopped:
@@ -518,7 +519,11 @@ def run_playbook(
                 cancelled = cancel is not None and bool(cancel())
             if cancelled or (deadline is not None and time.monotonic() > deadline):
                 stopped.append("canceled" if cancelled else "timeout")
-                _stop_run(marker.encode(), playbook_group[0] if playbook_group else None)
+                try:
+                    _stop_run(marker.encode(), playbook_group[0] if playbook_group else None)
+                except RunNotStoppedError as error:
+                    # ansible-runner would wrap it in its CallbackError: raised below instead.
+                    not_stopped.append(error)
                 return True
             return False
 
@@ -565,6 +570,8 @@ def run_playbook(
         except BaseException:
             _stop_run(marker.encode(), playbook_group[0] if playbook_group else None)
             raise
+        if not_stopped:
+            raise not_stopped[0]
         status = stopped[0] if stopped else str(runner.status)
         rc = int(runner.rc) if runner.rc is not None else -1
         return RunResult(
