@@ -98,11 +98,7 @@ def write_file(path: Path, content: bytes, *, mode: int = 0o644) -> None:
     """Write ``content`` to ``path`` by the module's rule (see above); raise `OutputError`
     naming the path when it is refused or cannot be written. Missing directories are created."""
     if _writes_through(path):
-        try:
-            with open(path, "wb") as stream:
-                stream.write(content)
-        except OSError as error:
-            raise OutputError(f"{path}: cannot write: {error.strerror or error}") from None
+        _write_through(path, content)
         return
     try:
         existing: os.stat_result | None = path.stat()
@@ -135,6 +131,24 @@ def write_file(path: Path, content: bytes, *, mode: int = 0o644) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _write_through(path: Path, content: bytes) -> None:
+    """Write into the FIFO or character device at ``path``: opened without creating or
+    truncating, and checked again once open, so a file swapped in meanwhile is left alone."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as error:
+        raise OutputError(f"{path}: cannot write: {error.strerror or error}") from None
+    with os.fdopen(descriptor, "wb") as stream:
+        mode = os.fstat(descriptor).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+            raise OutputError(f"{path}: changed while being written; nothing written")
+        try:
+            stream.write(content)
+            stream.flush()
+        except OSError as error:
+            raise OutputError(f"{path}: cannot write: {error.strerror or error}") from None
 
 
 def _keep_owner(temporary: Path, existing: os.stat_result, path: Path) -> None:

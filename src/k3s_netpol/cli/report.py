@@ -12,13 +12,14 @@ from typing import Any
 import click
 import yaml
 
+from k3s_netpol.cli._exits import ExitCode
 from k3s_netpol.files import STDIN, InputFileError, OutputError, read_text, write_file
 from k3s_netpol.logs import DropEvent, LogFileError, LogRecord, drop_events, read_records
 from k3s_netpol.model import ManifestError, Probe, cluster_from_documents
 from k3s_netpol.verify import ProbeKey, Report, compare, probe_key, render_matrix, render_table
 
-EXIT_MISMATCH = 1
-EXIT_USAGE = 2
+EXIT_MISMATCH = ExitCode.MISMATCH
+EXIT_USAGE = ExitCode.USAGE
 
 
 class InputError(click.ClickException):
