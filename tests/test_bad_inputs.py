@@ -288,3 +288,29 @@ def test_load_manifests_takes_one_path_as_one_file(tmp_path: Path, as_path: bool
     manifest.write_text(PODS_MULTI_DOC)
     cluster = load_manifests(manifest if as_path else str(manifest))
     assert sorted(pod.key for pod in cluster.pods) == ["a/x", "b/y"]
+
+
+AS_NOBODY = ("/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(),
+    reason="needs root and setpriv to run the command as another user",
+)
+def test_an_unwritable_directory_exits_2_naming_the_file(tmp_path: Path) -> None:
+    """As root every directory is writable: the command runs as nobody in a root-owned one."""
+    tmp_path.chmod(0o755)
+    target = tmp_path / "bundle.yaml"
+    process = subprocess.run(
+        [*AS_NOBODY, sys.executable, "-m", "k3s_netpol", "bundle", "render", "-o", str(target)],
+        capture_output=True,
+        cwd="/",
+        timeout=60,
+        check=False,
+    )
+    stderr = process.stderr.decode()
+    assert process.returncode == 2, stderr
+    assert f"{target}: cannot write" in stderr
+    assert "Permission denied" in stderr
+    assert "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []
