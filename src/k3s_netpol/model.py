@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import gc
 import ipaddress
+import os
 import re
-import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 import yaml
+
+from k3s_netpol.files import InputFileError, read_text
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 POLICY_TYPES = ("Ingress", "Egress")
@@ -136,22 +138,23 @@ class Probe:
 # --------------------------------------------------------------------------- loading
 
 
-def load_manifests(paths: Sequence[str | Path]) -> Cluster:
+def load_manifests(paths: Sequence[str | Path] | str | Path) -> Cluster:
     """Read every file (multi-document YAML, `kind: List` allowed) into one Cluster.
 
-    The path `-` reads standard input, as `kubectl apply -f -` does.
+    The path `-` reads standard input, as `kubectl apply -f -` does. One path (a str or a Path)
+    is taken as a list of that path.
     """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
     if not paths:
         raise ManifestError("no manifest file given")
     documents: list[tuple[str, Mapping[str, Any], str]] = []
     for path in paths:
         label = "<stdin>" if str(path) == "-" else str(path)
         try:
-            text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ManifestError(f"{label}: no such file") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise ManifestError(f"{label}: cannot read: {error}") from None
+            text = read_text(path)
+        except InputFileError as error:
+            raise ManifestError(str(error)) from None
         documents.extend(_parse_yaml(text, label))
     builder = _ClusterBuilder()
     for where, document, source in documents:

@@ -95,6 +95,12 @@ def expect_command(
         cluster = load_manifests(filenames)
     except ManifestError as error:
         raise UsageProblem(str(error)) from None
+    if not cluster.pods:
+        sources = ", ".join("<stdin>" if name == "-" else name for name in filenames)
+        raise UsageProblem(
+            f"{sources}: no pods in input, so nothing to probe (did the command that produced it "
+            "fail? `kubectl get ns,pods,networkpolicies -A -o yaml` lists them)"
+        )
     probes = expect(cluster, ports)
     if output == "json":
         json.dump(probes_document(probes), sys.stdout)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,12 +12,14 @@ from typing import Any
 import click
 import yaml
 
+from k3s_netpol.cli._exits import ExitCode
+from k3s_netpol.files import STDIN, InputFileError, OutputError, read_text, write_file
 from k3s_netpol.logs import DropEvent, LogFileError, LogRecord, drop_events, read_records
-from k3s_netpol.model import ManifestError, Probe, cluster_from_documents, load_manifests
+from k3s_netpol.model import ManifestError, Probe, cluster_from_documents
 from k3s_netpol.verify import ProbeKey, Report, compare, probe_key, render_matrix, render_table
 
-EXIT_MISMATCH = 1
-EXIT_USAGE = 2
+EXIT_MISMATCH = ExitCode.MISMATCH
+EXIT_USAGE = ExitCode.USAGE
 
 
 class InputError(click.ClickException):
@@ -33,13 +34,23 @@ class PodPlacement:
     nodes: dict[str, str]
 
 
+def _read(path: Path | str) -> str:
+    try:
+        return read_text(path)
+    except InputFileError as error:
+        raise InputError(str(error)) from None
+
+
 def _load_document(path: Path) -> Any:
+    documents = _load_documents(path, _read(path))
+    if len(documents) > 1:
+        raise InputError(f"{path}: expected one JSON or YAML document, got {len(documents)}")
+    return documents[0] if documents else None
+
+
+def _load_documents(path: Path | str, text: str) -> list[Any]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise InputError(f"{path}: cannot read: {error.strerror}") from None
-    try:
-        return yaml.safe_load(text)
+        return list(yaml.safe_load_all(text))
     except yaml.YAMLError as error:
         raise InputError(f"{path}: not JSON or YAML: {error}") from None
 
@@ -90,10 +101,7 @@ def expected_probes(path: Path | str, document: Any) -> list[Probe]:
 def load_observed(path: Path) -> dict[ProbeKey, bool]:
     """Probe results: JSON lines, a list, or `{"results": [...]}`; each with `from`, `to`,
     `port`, `protocol` and `connected` (true, false, or null for a probe that could not run)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise InputError(f"{path}: cannot read: {error.strerror}") from None
+    text = _read(path)
     stripped = text.lstrip()
     items: list[Mapping[str, Any]]
     if stripped.startswith(("[", "{")) and not _is_json_lines(stripped):
@@ -139,21 +147,24 @@ def _observations(
 
 
 def _is_json_lines(text: str) -> bool:
+    """Whether the first line is a whole JSON object that is one result (not `{"results": ...}`)
+    or is followed by more lines: a one-line JSON-lines file counts."""
     first, _, rest = text.partition("\n")
-    if not rest.strip():
-        return False
     try:
-        json.loads(first)
+        item = json.loads(first)
     except json.JSONDecodeError:
         return False
-    return True
+    return isinstance(item, dict) and (bool(rest.strip()) or "results" not in item)
 
 
 def load_pods(path: Path | str, document: Any | None = None) -> PodPlacement:
     """Pod IPs and nodes from the lab's `{"pods": [{namespace, name, ip, node}]}` or from
     Kubernetes manifests (`kubectl get pods -A -o yaml`, a List, multi-document YAML)."""
     if document is None:
-        document = _load_document(Path(path))
+        documents = [item for item in _load_documents(path, _read(path)) if item is not None]
+        if len(documents) != 1:
+            return _placement_of(path, documents)
+        document = documents[0]
     if isinstance(document, Mapping) and isinstance(document.get("pods"), list):
         ips: dict[str, str] = {}
         nodes: dict[str, str] = {}
@@ -170,11 +181,12 @@ def load_pods(path: Path | str, document: Any | None = None) -> PodPlacement:
             if isinstance(node, str) and node:
                 nodes[key] = node
         return PodPlacement(ips, nodes)
+    return _placement_of(path, [document])
+
+
+def _placement_of(path: Path | str, documents: list[Any]) -> PodPlacement:
     try:
-        if document is not None:
-            cluster = cluster_from_documents([document], str(path))
-        else:
-            cluster = load_manifests([path])
+        cluster = cluster_from_documents(documents, str(path))
     except ManifestError as error:
         raise InputError(str(error)) from None
     return PodPlacement(
@@ -234,7 +246,7 @@ def load_run(value: str) -> RunDocument:
     label = "--run -" if value == "-" else value
     if value == "-":
         try:
-            document = yaml.safe_load(sys.stdin.read())
+            document = yaml.safe_load(_read(STDIN))
         except yaml.YAMLError as error:
             raise InputError(f"{label}: not JSON or YAML: {error}") from None
     else:
@@ -263,11 +275,13 @@ def load_run(value: str) -> RunDocument:
 def save_run_logs(logs: Sequence[tuple[str, str]], out: Path) -> list[tuple[str | None, Path]]:
     """Write the log portions of a run as `<out>/logs/<node>.log`, to be read like any log."""
     directory = out / "logs"
-    directory.mkdir(parents=True, exist_ok=True)
     saved: list[tuple[str | None, Path]] = []
     for node, text in logs:
         path = directory / f"{node}.log"
-        path.write_text(text, encoding="utf-8")
+        try:
+            write_file(path, text.encode("utf-8"))
+        except OutputError as error:
+            raise InputError(f"--out: {error}") from None
         saved.append((node, path))
     return saved
 
@@ -293,11 +307,13 @@ def build_report(
 
 
 def write_report(report: Report, out: Path) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
     json_path = out / "report.json"
     text_path = out / "report.txt"
-    json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    text_path.write_text(render_matrix(report) + "\n" + render_table(report), encoding="utf-8")
+    try:
+        write_file(json_path, (json.dumps(report.to_dict(), indent=2) + "\n").encode("utf-8"))
+        write_file(text_path, (render_matrix(report) + "\n" + render_table(report)).encode())
+    except OutputError as error:
+        raise InputError(f"--out: {error}") from None
     return json_path, text_path
 
 
