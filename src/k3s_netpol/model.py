@@ -3,8 +3,14 @@
 `load_manifests` reads ordinary manifests (multi-document YAML, or a `kind: List` such as
 `kubectl get ns,pods,networkpolicies -A -o yaml` prints) and validates every NetworkPolicy the
 way the API server would, so a bad field fails here with the file and the field path named.
-`expect` answers, for every ordered pair of distinct pods and every port, whether a connection
-is allowed: the destination's ingress AND the source's egress must both allow it.
+`decide` says, for one connection, which policies select each side and which of their rules
+admit it: the destination's ingress AND the source's egress must both allow it. `expect` answers
+the same question for every ordered pair of distinct pods and every port, from tables
+precomputed over the whole cluster (tests hold it equal to `decide`).
+
+Pods kube-router ignores (`isNetPolActionable`: hostNetwork pods, finished pods, pods a cluster
+has given no IP) are kept apart in `Cluster.ignored`: no policy selects them, no peer matches
+them, and they are not probe endpoints.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -23,6 +30,8 @@ import yaml
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 POLICY_TYPES = ("Ingress", "Egress")
+# Phases kube-router treats as finished (isFinished; "Completed" is its own constant).
+FINISHED_PHASES = ("Succeeded", "Failed", "Completed")
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 DEFAULT_NAMESPACE = "default"
 
@@ -77,10 +86,27 @@ class Pod:
     ip: str | None
     ports: tuple[ContainerPort, ...]
     node: str | None
+    host_network: bool = False
+    phase: str | None = None  # status.phase; None for a manifest no cluster has run yet
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @cached_property
+    def ignored_reason(self) -> str | None:
+        """Why kube-router leaves this pod out of every policy (isNetPolActionable), or None.
+
+        A pod without status.phase is a manifest no cluster has run yet: it has no IP because
+        none was given, and it stays in the model (only an ipBlock cannot match it).
+        """
+        if self.host_network:
+            return "hostNetwork: NetworkPolicy does not apply to the node's network"
+        if self.phase in FINISHED_PHASES:
+            return f"phase {self.phase}: finished"
+        if self.phase is not None and self.ip is None:
+            return f"phase {self.phase}, no podIP yet"
+        return None
 
 
 @dataclass(frozen=True)
@@ -94,25 +120,32 @@ class NetworkPolicy:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
-    @property
+    @cached_property
     def policy_types(self) -> tuple[str, ...]:
-        """spec.policyTypes, or what the API server defaults it to when it is absent."""
+        """spec.policyTypes, or what the API server defaults an empty one to
+        (k8s pkg/apis/networking/v1/defaults.go): Ingress, plus Egress only when spec.egress
+        holds at least one rule, so `egress: []` alone leaves egress open."""
         declared = self.spec.get("policyTypes")
         if declared:
             return tuple(declared)
-        if self.spec.get("egress") is not None:
+        if self.spec.get("egress"):
             return ("Ingress", "Egress")
         return ("Ingress",)
 
 
 @dataclass
 class Cluster:
+    """`pods` are the probe endpoints; `ignored` the pods kube-router ignores (see
+    Pod.ignored_reason), in manifest order."""
+
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     pods: list[Pod] = field(default_factory=list)
     policies: list[NetworkPolicy] = field(default_factory=list)
+    ignored: list[Pod] = field(default_factory=list)
 
     def pod(self, key: str) -> Pod:
-        for pod in self.pods:
+        """The pod named `ns/name`, an ignored one included."""
+        for pod in (*self.pods, *self.ignored):
             if pod.key == key:
                 return pod
         raise KeyError(f"no pod {key!r} in the cluster")
@@ -266,7 +299,9 @@ class _ClusterBuilder:
         for name in self.referenced_namespaces:
             if name not in namespaces:
                 namespaces[name] = Namespace(name, {NAMESPACE_NAME_LABEL: name})
-        return Cluster(namespaces, list(self.pods.values()), list(self.policies.values()))
+        pods = [pod for pod in self.pods.values() if pod.ignored_reason is None]
+        ignored = [pod for pod in self.pods.values() if pod.ignored_reason is not None]
+        return Cluster(namespaces, pods, list(self.policies.values()), ignored)
 
 
 def _pod(
@@ -282,7 +317,15 @@ def _pod(
     node = spec.get("nodeName")
     if node is not None and not isinstance(node, str):
         raise ManifestError(f"{context}: spec.nodeName: expected a string")
-    ip = status.get("podIP")
+    host_network = spec.get("hostNetwork")
+    if host_network is None:
+        host_network = False
+    if not isinstance(host_network, bool):
+        raise ManifestError(f"{context}: spec.hostNetwork: expected true or false")
+    phase = status.get("phase")
+    if phase is not None and not isinstance(phase, str):
+        raise ManifestError(f"{context}: status.phase: expected a string")
+    ip = status.get("podIP") or None
     if ip is not None:
         if not isinstance(ip, str):
             raise ManifestError(f"{context}: status.podIP: expected an IP address string")
@@ -309,7 +352,7 @@ def _pod(
             if port_name is not None and not isinstance(port_name, str):
                 raise ManifestError(f"{context}: {p_path}.name: expected a string")
             ports.append(ContainerPort(number, protocol, port_name))
-    return Pod(namespace, name, labels, ip, tuple(ports), node)
+    return Pod(namespace, name, labels, ip, tuple(ports), node, host_network, phase or None)
 
 
 def _policy(
@@ -542,16 +585,26 @@ def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, st
 
 
 def policy_selects(policy: NetworkPolicy, pod: Pod) -> bool:
-    """Whether the policy applies to the pod: same namespace and spec.podSelector matches."""
-    return pod.namespace == policy.namespace and selector_matches(
-        policy.spec.get("podSelector"), pod.labels
+    """Whether the policy applies to the pod: same namespace and spec.podSelector matches.
+
+    A pod kube-router ignores (Pod.ignored_reason) is selected by no policy.
+    """
+    return (
+        pod.namespace == policy.namespace
+        and pod.ignored_reason is None
+        and selector_matches(policy.spec.get("podSelector"), pod.labels)
     )
 
 
 def peer_matches(
     cluster: Cluster, policy: NetworkPolicy, peer: Mapping[str, Any], pod: Pod
 ) -> bool:
-    """Whether one from/to peer (podSelector, namespaceSelector, both, or ipBlock) covers pod."""
+    """Whether one from/to peer (podSelector, namespaceSelector, both, or ipBlock) covers pod.
+
+    A pod kube-router ignores matches no peer; a pod without an IP matches no ipBlock.
+    """
+    if pod.ignored_reason is not None:
+        return False
     block = peer.get("ipBlock")
     if block is not None:
         return pod.ip is not None and _ip_in_block(ipaddress.ip_address(pod.ip), block)
@@ -603,47 +656,111 @@ def _port_entry_matches(
     return bool(wanted <= port <= (end_port if end_port is not None else wanted))
 
 
-def _direction_allowed(
+# (policy type, the spec's rule list, the rule's peer list) per direction
+_DIRECTIONS = {"ingress": ("Ingress", "ingress", "from"), "egress": ("Egress", "egress", "to")}
+
+
+def rule_admits(
     cluster: Cluster,
+    policy: NetworkPolicy,
     direction: str,
-    subject: Pod,
-    peer_pod: Pod,
+    rule: Mapping[str, Any],
+    peer: Pod,
     destination: Pod,
     port: int,
     protocol: str,
 ) -> bool:
-    policy_type, rules_key, peers_key = (
-        ("Ingress", "ingress", "from") if direction == "ingress" else ("Egress", "egress", "to")
+    """Whether one ingress/egress rule admits the peer pod (source for ingress, destination
+    for egress) on port/protocol of the destination pod. No peers means every peer."""
+    peers = rule.get(_DIRECTIONS[direction][2])
+    if peers and not any(peer_matches(cluster, policy, entry, peer) for entry in peers):
+        return False
+    return ports_match(rule.get("ports"), destination, port, protocol)
+
+
+@dataclass(frozen=True)
+class SideDecision:
+    """One side of a connection: the destination's ingress or the source's egress."""
+
+    direction: str  # "ingress" | "egress"
+    pod: str  # "ns/name" whose policies judge this side (dst for ingress, src for egress)
+    isolated: bool  # some policy of this direction selects that pod
+    selecting: tuple[str, ...]  # policy keys of this direction selecting the pod, manifest order
+    allowing: tuple[tuple[str, int], ...]  # (policy key, rule index) of rules admitting it
+    allowed: bool  # not isolated, or some rule admits
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A verdict and the reasons behind it: allowed iff both sides allow."""
+
+    source: str
+    destination: str
+    port: int
+    protocol: str
+    egress: SideDecision
+    ingress: SideDecision
+    allowed: bool  # egress.allowed and ingress.allowed
+
+
+def decide(cluster: Cluster, source: Pod, destination: Pod, port: int, protocol: str) -> Decision:
+    """Whether source may open port/protocol on destination, and which policies and rules say so."""
+    egress = _decide_side(cluster, "egress", source, destination, destination, port, protocol)
+    ingress = _decide_side(cluster, "ingress", destination, source, destination, port, protocol)
+    return Decision(
+        source.key,
+        destination.key,
+        port,
+        protocol,
+        egress,
+        ingress,
+        egress.allowed and ingress.allowed,
     )
-    isolated = False
+
+
+def _decide_side(
+    cluster: Cluster,
+    direction: str,
+    subject: Pod,
+    peer: Pod,
+    destination: Pod,
+    port: int,
+    protocol: str,
+) -> SideDecision:
+    policy_type, rules_key, _peers_key = _DIRECTIONS[direction]
+    selecting: list[str] = []
+    allowing: list[tuple[str, int]] = []
     for policy in cluster.policies:
         if policy_type not in policy.policy_types or not policy_selects(policy, subject):
             continue
-        isolated = True
-        for rule in policy.spec.get(rules_key) or ():
-            peers = rule.get(peers_key)
-            if peers and not any(peer_matches(cluster, policy, peer, peer_pod) for peer in peers):
-                continue
-            if ports_match(rule.get("ports"), destination, port, protocol):
-                return True
-    return not isolated
+        selecting.append(policy.key)
+        for index, rule in enumerate(policy.spec.get(rules_key) or ()):
+            if rule_admits(cluster, policy, direction, rule, peer, destination, port, protocol):
+                allowing.append((policy.key, index))
+    isolated = bool(selecting)
+    return SideDecision(
+        direction,
+        subject.key,
+        isolated,
+        tuple(selecting),
+        tuple(allowing),
+        not isolated or bool(allowing),
+    )
 
 
 def ingress_allowed(cluster: Cluster, src: Pod, dst: Pod, port: int, protocol: str) -> bool:
     """Whether dst's ingress policies (if any select it) admit src on port/protocol."""
-    return _direction_allowed(cluster, "ingress", dst, src, dst, port, protocol)
+    return _decide_side(cluster, "ingress", dst, src, dst, port, protocol).allowed
 
 
 def egress_allowed(cluster: Cluster, src: Pod, dst: Pod, port: int, protocol: str) -> bool:
     """Whether src's egress policies (if any select it) admit dst on port/protocol."""
-    return _direction_allowed(cluster, "egress", src, dst, dst, port, protocol)
+    return _decide_side(cluster, "egress", src, dst, dst, port, protocol).allowed
 
 
 def is_allowed(cluster: Cluster, src: Pod, dst: Pod, port: int, protocol: str) -> bool:
-    """A connection is allowed iff dst's ingress AND src's egress allow it."""
-    return ingress_allowed(cluster, src, dst, port, protocol) and egress_allowed(
-        cluster, src, dst, port, protocol
-    )
+    """A connection is allowed iff dst's ingress AND src's egress allow it (see decide)."""
+    return decide(cluster, src, dst, port, protocol).allowed
 
 
 # --------------------------------------------------------------------------- expect
