@@ -85,7 +85,8 @@ class NamespaceSummary:
     """The probes from one namespace to another on one port: counts, and the policies that
     decide them, as (direction, policy key): `allowed_by` holds the policies with a rule that
     admits some allowed probe, `blocked_by` those selecting a side that blocks some probe (the
-    side's `selecting` in decide(), where no rule admits)."""
+    side's `selecting` in decide(), where no rule admits); `unpoliced` counts the allowed
+    probes no policy selects on either side."""
 
     source: str
     destination: str
@@ -93,6 +94,7 @@ class NamespaceSummary:
     protocol: str
     allowed: int = 0
     blocked: int = 0
+    unpoliced: int = 0
     allowed_by: set[tuple[str, str]] = field(default_factory=set)
     blocked_by: set[tuple[str, str]] = field(default_factory=set)
 
@@ -116,15 +118,19 @@ def summarize(index: ClusterIndex, columns: Iterable[ProbeColumn]) -> list[Names
             blocked = sources & ~allowed
             group.allowed += allowed.bit_count()
             group.blocked += blocked.bit_count()
+            if allowed and not index.ingress_isolated >> column.destination & 1:
+                group.unpoliced += (allowed & ~index.egress_isolated).bit_count()
             if allowed:
-                for direction, rules, by in (
-                    ("ingress", column.ingress_rules, "peers"),
-                    ("egress", column.egress_rules, "selected"),
-                ):
-                    for rule in rules:
-                        reason = (direction, rule.policy)
-                        if reason not in group.allowed_by and getattr(rule, by) & allowed:
-                            group.allowed_by.add(reason)
+                group.allowed_by.update(
+                    ("ingress", rule.policy)
+                    for rule in column.ingress_rules
+                    if rule.peers & allowed
+                )
+                group.allowed_by.update(
+                    ("egress", rule.policy)
+                    for rule in column.egress_rules
+                    if rule.selected & allowed
+                )
             if blocked & ~column.by_ingress:
                 group.blocked_by.update(
                     ("ingress", policy) for policy in index.ingress_selecting_of[column.destination]
@@ -158,7 +164,10 @@ def render_summary(cluster: Cluster, summaries: Sequence[NamespaceSummary]) -> l
     for summary in summaries:
         decided = []
         if summary.allowed:
-            decided.append(f"allowed by {policies(summary.allowed_by) or 'no policy'}")
+            allowing = [policies(summary.allowed_by)] if summary.allowed_by else []
+            if summary.unpoliced:
+                allowing.append(f"no policy ({summary.unpoliced})")
+            decided.append(f"allowed by {'; '.join(allowing)}")
         if summary.blocked:
             decided.append(f"blocked by {policies(summary.blocked_by)}")
         rows.append(
