@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from k3s_netpol.model import (
     NAMESPACE_NAME_LABEL,
@@ -285,3 +287,34 @@ def test_missing_file_and_no_file(tmp_path: Path) -> None:
         load_manifests([tmp_path / "nothere.yaml"])
     with pytest.raises(ManifestError, match="no manifest file given"):
         load_manifests([])
+
+
+K3S = Path(__file__).parent / "data" / "k3s-cluster"
+
+
+def test_a_kubectl_json_list_loads_like_its_yaml(tmp_path: Path) -> None:
+    files = ("namespaces.yaml", "pods.yaml", "networkpolicies.yaml")
+    as_json = []
+    for name in files:
+        path = tmp_path / name.replace(".yaml", ".json")
+        document = yaml.safe_load((K3S / name).read_text(encoding="utf-8"))
+        path.write_text(json.dumps(document, indent=4), encoding="utf-8")
+        as_json.append(path)
+    from_yaml = load_manifests([K3S / name for name in files])
+    from_json = load_manifests(as_json)
+    assert from_json == from_yaml
+    assert len(from_json.pods) == 11
+    assert len(from_json.ignored) == 6
+
+
+def test_json_with_a_duplicate_key_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "pods.json"
+    path.write_text('{"kind": "Pod", "kind": "Pod", "metadata": {"name": "a"}}', encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"pods.json: malformed JSON: duplicate key 'kind'"):
+        load_manifests([path])
+
+
+def test_a_yaml_flow_mapping_is_still_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "pod.yaml"
+    path.write_text("{kind: Pod, metadata: {name: a, namespace: x}}\n", encoding="utf-8")
+    assert [pod.key for pod in load_manifests([path]).pods] == ["x/a"]

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
 MATRIX_MAX_PODS = 40
+_NAMED_IGNORED_PODS = 10
 _PORT_ARGUMENT = re.compile(r"^(\d+)(?:/([A-Za-z]+))?$")
 
 
@@ -140,9 +141,13 @@ def _warn(cluster: Cluster, *, listing_ignored: bool) -> None:
     """Name, on standard error, the ignored pods (unless a table lists them) and the pods
     without an IP that an ipBlock could match."""
     if listing_ignored and cluster.ignored:
-        names = ", ".join(f"{pod.key} ({pod.ignored_reason})" for pod in cluster.ignored)
+        names = [f"{pod.key} ({pod.ignored_reason})" for pod in cluster.ignored]
+        if len(names) > _NAMED_IGNORED_PODS:
+            rest = len(names) - _NAMED_IGNORED_PODS
+            names[_NAMED_IGNORED_PODS:] = [f"and {rest} more (-o table lists them all)"]
         click.echo(
-            f"note: {len(cluster.ignored)} pod(s) ignored as kube-router does: {names}", err=True
+            f"note: {len(cluster.ignored)} pod(s) ignored as kube-router does: " + ", ".join(names),
+            err=True,
         )
     for pod, policies in unaddressed_pods_near_ip_blocks(cluster):
         click.echo(
