@@ -233,7 +233,10 @@ def _parse_json(text: str, source: str) -> list[tuple[str, Mapping[str, Any], st
 
 def _parse_yaml(text: str, source: str) -> list[tuple[str, Mapping[str, Any], str]]:
     try:
-        raw_documents = list(yaml.load_all(text, Loader=_YamlLoader))
+        try:
+            raw_documents = _SelectiveYamlReader(text).documents()
+        except _NotPlainYaml:
+            raw_documents = list(yaml.load_all(text, Loader=_YamlLoader))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         problem = getattr(error, "problem", None) or str(error)
@@ -246,6 +249,116 @@ def _parse_yaml(text: str, source: str) -> list[tuple[str, Mapping[str, Any], st
         for where, item in expand_documents(document, f"document {number}", source):
             result.append((where, item, source))
     return result
+
+
+class _NotPlainYaml(Exception):
+    """The text uses a YAML feature the selective reader leaves to the full loader."""
+
+
+# What _SelectiveYamlReader builds of an object: a mapping of key -> what to build of its value
+# ("*" for other keys), ("each", what) for each item of a list, None for all of it, _SKIP for none.
+_SKIP = "skip"
+_Wanted = Any
+_CONTAINER: dict[str, _Wanted] = {"name": None, "ports": None, "*": _SKIP}
+_POD_SPEC: dict[str, _Wanted] = {
+    "containers": ("each", _CONTAINER),
+    "hostNetwork": None,
+    "nodeName": None,
+    "*": _SKIP,
+}
+_OBJECT: dict[str, _Wanted] = {
+    "metadata": {"name": None, "namespace": None, "labels": None, "annotations": None, "*": _SKIP},
+    "status": {"podIP": None, "phase": None, "*": _SKIP},
+    "*": None,
+}
+_OBJECT["items"] = ("each", _OBJECT)
+
+
+class _SelectiveYamlReader:
+    """Plain YAML (what kubectl prints) read event by event, building only what the model
+    reads of each object (_OBJECT; a Pod's spec only when `kind: Pod` comes first, as kubectl
+    writes it): a big snapshot's conditions, container statuses, volumes and env are parsed
+    but never constructed, which makes it several times faster than yaml.load_all.
+    Scalars are resolved and constructed as the safe loader does; duplicate keys are refused
+    as _YamlLoader refuses them. Anchors, aliases, explicit tags, merge keys and complex keys
+    raise _NotPlainYaml: the full loader reads those."""
+
+    def __init__(self, text: str) -> None:
+        self.loader = _YamlLoader(text)
+
+    def documents(self) -> list[Any]:
+        loader = self.loader
+        documents = []
+        try:
+            loader.get_event()  # StreamStartEvent
+            while not loader.check_event(yaml.StreamEndEvent):
+                loader.get_event()  # DocumentStartEvent
+                documents.append(self._value(_OBJECT))
+                loader.get_event()  # DocumentEndEvent
+        finally:
+            loader.dispose()
+        return documents
+
+    def _value(self, wanted: _Wanted) -> Any:
+        event = self.loader.get_event()
+        if isinstance(event, yaml.ScalarEvent):
+            return self._scalar(event)
+        if isinstance(event, yaml.AliasEvent) or event.anchor is not None or not event.implicit:
+            raise _NotPlainYaml
+        if isinstance(event, yaml.SequenceStartEvent):
+            each = wanted[1] if isinstance(wanted, tuple) else None
+            items = []
+            while not self.loader.check_event(yaml.SequenceEndEvent):
+                items.append(self._value(each))
+            self.loader.get_event()
+            return items
+        mapping: dict[Any, Any] = {}
+        seen: set[Any] = set()
+        while not self.loader.check_event(yaml.MappingEndEvent):
+            key_event = self.loader.get_event()
+            if not isinstance(key_event, yaml.ScalarEvent):
+                raise _NotPlainYaml
+            key = self._scalar(key_event)
+            if key in seen:
+                mark: Any = key_event.start_mark  # the C parser's Mark, not yaml.error.Mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key_event.value!r}", mark
+                )
+            seen.add(key)
+            below: _Wanted
+            if not isinstance(wanted, dict):
+                below = None
+            elif key == "spec" and wanted is _OBJECT:
+                below = _POD_SPEC if mapping.get("kind") == "Pod" else None
+            else:
+                below = wanted.get(key, wanted.get("*"))
+            if below == _SKIP:
+                self._skip()
+            else:
+                mapping[key] = self._value(below)
+        self.loader.get_event()
+        return mapping
+
+    def _scalar(self, event: Any) -> Any:
+        if event.anchor is not None or event.tag not in (None, "!"):
+            raise _NotPlainYaml
+        tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        construct = self.loader.yaml_constructors.get(tag)
+        if construct is None:  # a merge key `<<`
+            raise _NotPlainYaml
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        return construct(self.loader, node)
+
+    def _skip(self) -> None:
+        depth = 0
+        while True:
+            event = self.loader.get_event()
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+            if depth == 0:
+                return
 
 
 def expand_documents(document: Any, where: str, source: str) -> list[tuple[str, Mapping[str, Any]]]:
