@@ -3,19 +3,16 @@ decide() says, probe by probe, on the upstream e2e cases and on random clusters.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
-import yaml
 from test_model import _random_cluster
-from test_netpol_cases import CASE_FILES, _apply_changes, _cluster_documents
+from test_netpol_cases import CASE_FILES, load_case
 
 from k3s_netpol.model import (
     Cluster,
     ClusterIndex,
     bit_indices,
-    cluster_from_documents,
     decide,
     probe_columns,
 )
@@ -63,10 +60,7 @@ def assert_columns_agree_with_decide(cluster: Cluster, ports: list[tuple[int, st
 
 @pytest.mark.parametrize("case_file", CASE_FILES, ids=[path.stem for path in CASE_FILES])
 def test_upstream_case_columns_agree_with_decide(case_file: Path) -> None:
-    case = yaml.safe_load(case_file.read_text(encoding="utf-8"))
-    documents = copy.deepcopy(_cluster_documents())
-    _apply_changes(documents, case.get("cluster_changes") or [])
-    cluster = cluster_from_documents([*documents, *case["policies"]], case_file.name)
+    case, cluster = load_case(case_file)
     ports = [(probe_set["port"], probe_set["protocol"]) for probe_set in case["probes"]]
     assert assert_columns_agree_with_decide(cluster, ports) == 9 * 8 * len(ports)
 
