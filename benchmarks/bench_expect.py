@@ -382,6 +382,29 @@ def write_snapshot(path: Path, size: str) -> None:
             yaml.dump(generate(pods, policies), stream, Dumper=DUMPER, sort_keys=True)
 
 
+def time_phases(snapshot: Path) -> None:
+    """CPU seconds of each step of `expect -o json`, in this process (its own, not the CLI's)."""
+    from k3s_netpol.model import ClusterIndex, load_manifests, probe_columns
+    from k3s_netpol.probe_output import write_probes_json
+
+    started = time.process_time()
+    cluster = load_manifests([snapshot])
+    loaded = time.process_time()
+    index = ClusterIndex(cluster)
+    indexed = time.process_time()
+    columns = list(probe_columns(index))
+    judged = time.process_time()
+    with open(os.devnull, "w", encoding="ascii") as sink:
+        write_probes_json(sink, [pod.key for pod in cluster.pods], columns, None)
+    written = time.process_time()
+    pairs = len(cluster.pods) * (len(cluster.pods) - 1)
+    print(
+        f"  phases (CPU s): load {loaded - started:.2f}, index {indexed - loaded:.2f}, "
+        f"verdicts for {pairs:,} pairs x ports {judged - indexed:.2f}, "
+        f"JSON to /dev/null {written - judged:.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
@@ -409,9 +432,13 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per figure (best is printed)")
     parser.add_argument("--write-snapshot", metavar="PATH", help=argparse.SUPPRESS)
+    parser.add_argument("--time-phases", metavar="PATH", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.write_snapshot:
         write_snapshot(Path(options.write_snapshot), options.size[0])
+        return
+    if options.time_phases:
+        time_phases(Path(options.time_phases))
         return
     sizes = [
         tuple(int(n) for n in size.split("x")) for size in options.size or ["1000x200", "3000x600"]
@@ -439,6 +466,10 @@ def main() -> None:
                 f"{pods} pods x {policies} policies: {options.snapshot_format} snapshot "
                 f"{size_mb:.1f} MB"
             )
+            if options.command == parser.get_default("command"):
+                subprocess.run(
+                    [sys.executable, __file__, "--time-phases", str(snapshot)], check=True
+                )
             for output in outputs:
                 command = [
                     *shlex.split(options.command),
