@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from k3s_netpol.cli import main
-from k3s_netpol.cli.expect import MATRIX_MAX_PODS, parse_port
+from k3s_netpol.cli.expect import parse_port
+from k3s_netpol.probe_output import MATRIX_MAX_PODS
 
 CLUSTER = Path(__file__).parent / "data" / "netpol-cases" / "cluster.yaml"
 DENY_X_A_EXCEPT_FROM_Y = """\
