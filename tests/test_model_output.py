@@ -74,6 +74,13 @@ def test_streamed_json_is_written_a_source_row_at_a_time() -> None:
     assert max(stream.sizes) <= row
 
 
+def test_streamed_json_needs_the_columns_destination_by_destination() -> None:
+    cluster = build(pod("ns/a", "10.0.0.1", {}, HTTP), pod("ns/b", "10.0.0.2", {}, HTTP))
+    a80, a81, b80, _b81 = probe_columns(ClusterIndex(cluster), [(80, "TCP"), (81, "TCP")])
+    with pytest.raises(ValueError, match="destination by destination"):
+        write_probes_json(io.StringIO(), ["ns/a", "ns/b"], [a80, b80, a81], None)
+
+
 def oracle_summary(cluster: Cluster) -> dict[tuple[str, str, int, str], Any]:
     """The summary from decide(), probe by probe."""
     groups: dict[tuple[str, str, int, str], Any] = {}

@@ -31,6 +31,7 @@ def write_probes_json(
     """Write `{"probes": [{"from", "to", "port", "protocol", "allowed"}, ...]}` and a newline,
     exactly as `json.dumps(document, separators=(",", ":"))` (indent None) or
     `json.dumps(document, indent=indent)` would: source by source, then destination, then port.
+    `columns` come as probe_columns yields them, destination by destination.
     """
     columns = list(columns)
     if indent is None:
@@ -70,7 +71,12 @@ def write_probes_json(
     # Columns come destination by destination: a source skips its own, which are contiguous.
     own: dict[int, tuple[int, int]] = {}
     for position, column in enumerate(columns):
-        own[column.destination] = (own.get(column.destination, (position, 0))[0], position + 1)
+        first, end = own.get(column.destination, (position, position))
+        if end != position:
+            raise ValueError(
+                "columns must come destination by destination, as probe_columns yields"
+            )
+        own[column.destination] = (first, position + 1)
     stream.write("{" + outer + '"probes"' + separators[1] + "[")
     separator = item_start
     for source, source_key in enumerate(pod_keys):
