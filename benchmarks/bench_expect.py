@@ -372,6 +372,15 @@ def run_once(command: list[str], output: Path) -> tuple[float, float, float]:
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
+def _installed_command() -> str:
+    script = Path(sys.executable).with_name("k3s-netpol")
+    return (
+        shlex.quote(str(script))
+        if script.exists()
+        else shlex.join([sys.executable, "-m", "k3s_netpol"])
+    )
+
+
 def write_snapshot(path: Path, size: str) -> None:
     """The snapshot of PODSxPOLICIES as kubectl writes it: -o json for a .json path, else YAML."""
     pods, policies = (int(n) for n in size.split("x"))
@@ -421,8 +430,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--command",
-        default=shlex.join([sys.executable, "-m", "k3s_netpol"]),
-        help="how to run k3s-netpol (default: this Python's package)",
+        default=_installed_command(),
+        help="how to run k3s-netpol (default: the k3s-netpol script beside this Python, "
+        "else python -m k3s_netpol)",
     )
     parser.add_argument(
         "--snapshot-format",
