@@ -1,4 +1,5 @@
-"""`k3s-netpol report`: expected x observed x logged, written as report.json and report.txt."""
+"""`k3s-netpol report`: expected x observed x logged, written as report.json, report.txt and
+report.html."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import yaml
 
 from k3s_netpol.logs import DropEvent, LogFileError, LogRecord, drop_events, read_records
 from k3s_netpol.model import ManifestError, Probe, cluster_from_documents, load_manifests
+from k3s_netpol.report_html import HTML_NAME, write_html
 from k3s_netpol.verify import ProbeKey, Report, compare, probe_key, render_matrix, render_table
 
 EXIT_MISMATCH = 1
@@ -292,13 +295,29 @@ def build_report(
     return dataclasses.replace(report, notes=report.notes + tuple(extra))
 
 
-def write_report(report: Report, out: Path) -> tuple[Path, Path]:
+def write_report(report: Report, out: Path) -> tuple[Path, Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "report.json"
     text_path = out / "report.txt"
-    json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    document = report.to_dict()
+    json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     text_path.write_text(render_matrix(report) + "\n" + render_table(report), encoding="utf-8")
-    return json_path, text_path
+    return json_path, text_path, write_html(document, out / HTML_NAME)
+
+
+def rewrite_html(out: Path) -> Path:
+    """report.html again from OUT/report.json (dated by that file's time), with no other input."""
+    json_path = out / "report.json"
+    try:
+        document = json.loads(json_path.read_text(encoding="utf-8"))
+        written = datetime.fromtimestamp(json_path.stat().st_mtime, UTC)
+    except OSError as error:
+        raise InputError(f"{json_path}: cannot read: {error.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{json_path}: not JSON: {error}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("rows"), list):
+        raise InputError(f"{json_path}: rows: missing; not a report written by k3s-netpol report")
+    return write_html(document, out / HTML_NAME, written)
 
 
 @click.command("report")
@@ -353,7 +372,18 @@ def write_report(report: Report, out: Path) -> tuple[Path, Path]:
     "--out",
     required=True,
     type=click.Path(path_type=Path, file_okay=False),
-    help="Directory for report.json and report.txt.",
+    help="Directory for report.json, report.txt and report.html.",
+)
+@click.option(
+    "--html-only",
+    is_flag=True,
+    help="Only write OUT/report.html again from OUT/report.json; no other input is read.",
+)
+@click.option(
+    "--open",
+    "open_page",
+    is_flag=True,
+    help="Open report.html in the desktop's browser once written.",
 )
 def report_command(
     expected_path: Path | None,
@@ -364,6 +394,8 @@ def report_command(
     namespaces: tuple[str, ...],
     protocols: tuple[str, ...],
     out: Path,
+    html_only: bool,
+    open_page: bool,
 ) -> None:
     """Compare expected reachability, probe results and drop logs; write the report.
 
@@ -376,7 +408,14 @@ def report_command(
       k3s-netpol report --expected expected.json --observed observed.jsonl \\
           --log node1=node1.log --pods lab.json --out artifacts/
       k3s-netpol report --expected lab.json --run - --out artifacts/ < run.json
+      k3s-netpol report --html-only --open --out artifacts/
     """
+    if html_only:
+        html_path = rewrite_html(out)
+        click.echo(f"wrote {html_path}")
+        if open_page:
+            click.launch(str(html_path))
+        return
     run = load_run(run_source) if run_source is not None else None
     expected_document: Any = None
     if expected_path is not None:
@@ -414,8 +453,10 @@ def report_command(
         report = build_report(expected, observed, events, pods, protocols, notes)
     except ValueError as error:
         raise InputError(f"{pods_path or expected_path or run_source}: {error}") from None
-    json_path, text_path = write_report(report, out)
+    json_path, text_path, html_path = write_report(report, out)
     click.echo(render_matrix(report), nl=False)
-    click.echo(f"wrote {json_path} and {text_path}")
+    click.echo(f"wrote {json_path}, {text_path} and {html_path}")
+    if open_page:
+        click.launch(str(html_path))
     if not report.ok:
         click.get_current_context().exit(EXIT_MISMATCH)
