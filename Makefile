@@ -24,6 +24,7 @@ lab: setup ## Run site.yml on the built-in lab: ulogd2, the policy bundle, the l
 	@echo; echo "== The drops ulogd2 logged during verify, one event per packet ($(K3S_NETPOL_ARTIFACTS_DIR)/logs/)"
 	@k3s-netpol logs "$(K3S_NETPOL_ARTIFACTS_DIR)"/logs/*.log \
 	  --snapshot src/k3s_netpol/data/lab/workloads.yaml --snapshot "$(K3S_NETPOL_ARTIFACTS_DIR)/bundle.yaml"
+	@echo; echo "== The report: $(K3S_NETPOL_ARTIFACTS_DIR)/report.html (and report.json, report.txt)"
 
 lab-down: setup ## Remove the lab's node container.
 	ansible-playbook playbooks/lab_down.yml
