@@ -647,7 +647,13 @@ def _events_table(page: _Page) -> str:
             if row_index is not None
             else "unexplained"
         )
-        lines = _lines(event)
+        # A probe's lines are in its cell's details; only unexplained events carry theirs here.
+        lines_cell = (
+            f'<a href="#probe-{row_index}">{len(_lines(event))}</a>'
+            if row_index is not None
+            else f"<details><summary>{len(_lines(event))}</summary>"
+            f"{_lines_html(page, event)}</details>"
+        )
         extra_cells = "".join(
             f"<td>{_value_html(event[key]) if not _is_empty(event.get(key)) else ''}</td>"
             for key in extra_keys
@@ -662,8 +668,7 @@ def _events_table(page: _Page) -> str:
             f"<td>{_e(event.get('destination_port'))}/{_e(event.get('protocol'))}</td>"
             f"<td>{_e(', '.join(event_policies)) or '—'}</td>"
             f'<td class="kind">{kind}</td><td>{probe}</td>{extra_cells}'
-            f"<td><details><summary>{len(lines)}</summary>"
-            f"{_lines_html(page, event)}</details></td></tr>"
+            f"<td>{lines_cell}</td></tr>"
         )
     extra_heads = "".join(f"<th>{_e(_humanize(key))}</th>" for key in extra_keys)
     return (
