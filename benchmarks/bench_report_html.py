@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
-from report_html_data import xyz_run  # noqa: E402
+from report_html_data import BrowserMissing, chromium, xyz_run  # noqa: E402
 
 
 def write_inputs(work: Path) -> list[str]:
@@ -69,32 +68,10 @@ def write_inputs(work: Path) -> list[str]:
 
 def browser_load(page: Path, profile: Path) -> tuple[float, float] | None:
     try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        print("browser: SKIPPED (needs the Python package selenium)")
+        driver = chromium(profile)
+    except BrowserMissing as missing:
+        print(f"browser: SKIPPED ({missing})")
         return None
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if chromium is None or chromedriver is None:
-        print("browser: SKIPPED (needs the Debian packages chromium and chromium-driver)")
-        return None
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--proxy-server=127.0.0.1:9",
-        "--host-resolver-rules=MAP * ~NOTFOUND",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(chromedriver))
     try:
         driver.get(page.as_uri())  # a first load warms the browser's caches
         figures = []

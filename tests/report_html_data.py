@@ -1,4 +1,5 @@
-"""Reports the report.html tests render: the recorded lab run, and a 144-probe x/y/z matrix.
+"""What the report.html tests and benchmark share: the reports they render (the recorded lab run,
+a 144-probe x/y/z matrix) and headless Chromium with the network off.
 
 The recorded run (tests/data/report_html/lab-run/report.json) is what `make lab` wrote (see the
 README there). The x/y/z report is built by verify.compare() from the model's expectation and
@@ -9,6 +10,7 @@ put in on purpose, so that every cell status appears.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +153,44 @@ def _first_allows(probe: Any, selecting: list[str]) -> bool:
     if first.endswith("/allow-same-ns"):
         return source_namespace == first.split("/")[0]
     return False
+
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+    # The network off: every request goes to a proxy that is not there, no name resolves.
+    "--proxy-server=127.0.0.1:9",
+    "--proxy-bypass-list=<-loopback>",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+)
+
+
+class BrowserMissing(Exception):
+    """What is missing for the browser test, naming the package that brings it."""
+
+
+def chromium(profile: Path) -> Any:
+    """A selenium driver of Debian's headless Chromium with a fresh profile and no network."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        raise BrowserMissing("needs the Python package selenium (requirements.txt)") from None
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    for path, package in ((binary, "chromium"), (driver, "chromium-driver")):
+        if path is None:
+            raise BrowserMissing(
+                f"needs the Debian package {package} (scripts/setup.sh installs it)"
+            )
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service(driver))

@@ -13,25 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_html_data import LAB_RUN, LAB_RUN_COUNTS, XYZ_COUNTS, lab_run, xyz_run
+from report_html_data import (
+    LAB_RUN,
+    LAB_RUN_COUNTS,
+    XYZ_COUNTS,
+    BrowserMissing,
+    chromium,
+    lab_run,
+    xyz_run,
+)
 
 from k3s_netpol.report_html import cell_status, render, write_html
-
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1400,1000",
-    # The network off: every request goes to a proxy that is not there, no name resolves.
-    "--proxy-server=127.0.0.1:9",
-    "--proxy-bypass-list=<-loopback>",
-    "--host-resolver-rules=MAP * ~NOTFOUND",
-)
 
 
 def artifacts_dir() -> Path:
@@ -43,24 +35,9 @@ def artifacts_dir() -> Path:
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip("SKIPPED: needs the Python package selenium (requirements.txt)")
-    chromium = shutil.which("chromium")
-    chromedriver = shutil.which("chromedriver")
-    if chromium is None:
-        pytest.skip("SKIPPED: needs the Debian package chromium (scripts/setup.sh installs it)")
-    if chromedriver is None:
-        pytest.skip(
-            "SKIPPED: needs the Debian package chromium-driver (scripts/setup.sh installs it)"
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    driver = webdriver.Chrome(options=options, service=Service(chromedriver))
+        driver = chromium(tmp_path_factory.mktemp("chromium-profile"))
+    except BrowserMissing as missing:
+        pytest.skip(f"SKIPPED: {missing}")
     try:
         yield driver
     finally:

@@ -39,43 +39,36 @@ class Status:
     key: str
     label: str
     meaning: str
-    ok: bool
     always_in_legend: bool = True
 
 
-ALLOWED = Status("allowed", "allowed", "expected and observed allowed; no drop line", ok=True)
+ALLOWED = Status("allowed", "allowed", "expected and observed allowed; no drop line")
 FALSE_DROP = Status(
     "false-drop",
     "allowed, false drop",
     "allowed and connected; only per-policy `DROP by policy` lines (k3s #9032)",
-    ok=True,
 )
 BLOCKED_LOGGED = Status(
-    "blocked-logged", "blocked, logged", "expected and observed blocked; drop line found", ok=True
+    "blocked-logged", "blocked, logged", "expected and observed blocked; drop line found"
 )
 RATE_LIMITED = Status(
     "rate-limited",
     "blocked, rate-limited",
     "expected and observed blocked; the log rule's rate limit explains the missing line",
-    ok=True,
     always_in_legend=False,
 )
 BLOCKED_UNLOGGED = Status(
     "blocked-unlogged",
     "blocked, not logged",
     "expected and observed blocked; no drop line on the deciding node",
-    ok=False,
 )
 ALLOWED_LOGGED = Status(
     "allowed-logged",
     "allowed, drop logged",
     "expected and observed allowed, yet the pod chain logged a drop",
-    ok=False,
 )
-MISMATCH = Status(
-    "mismatch", "mismatch", "observed outcome differs from the expected one", ok=False
-)
-NOT_PROBED = Status("not-probed", "not probed", "no observation for this pair", ok=False)
+MISMATCH = Status("mismatch", "mismatch", "observed outcome differs from the expected one")
+NOT_PROBED = Status("not-probed", "not probed", "no observation for this pair")
 
 STATUSES = (
     ALLOWED,
@@ -296,7 +289,7 @@ class _Page:
 _SUMMARY_LABELS = {
     "probes": "probes",
     "ok": "ok",
-    "failed": "mismatches",
+    "failed": "failed",
     "expected_allowed": "expected allowed",
     "expected_blocked": "expected blocked",
     "observed_allowed": "observed allowed",
