@@ -135,7 +135,6 @@ def test_recorded_lab_run_in_chromium(browser: Any, lab_page: Path) -> None:
 
 def test_144_probe_matrix_in_chromium(browser: Any, xyz_page: tuple[Path, Any]) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.select import Select
 
     page, report = xyz_page
@@ -165,6 +164,7 @@ def test_144_probe_matrix_in_chromium(browser: Any, xyz_page: tuple[Path, Any]) 
     Select(browser.find_element(By.ID, "f-kind")).select_by_value("false")
     false_with_y = [event for event in with_y if not event.real]
     assert browser.find_element(By.ID, "event-count").text.startswith(f"{len(false_with_y)} of")
-    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    browser.find_element(By.CSS_SELECTOR, "#details .close").click()
+    assert not browser.find_element(By.ID, "details").is_displayed()
     browser.execute_script("document.querySelector('.grids').scrollIntoView()")
     browser.save_screenshot(str(artifacts_dir() / "report-html-144.png"))

@@ -507,8 +507,8 @@ _ROW_FIELDS = (
 def _details(page: _Page) -> str:
     sections = [_probe_details(page, index, row) for index, row in enumerate(page.rows)]
     return (
-        '<aside id="details" aria-live="polite"><button type="button" class="close" '
-        'title="Close (Esc)">&times;</button>' + "".join(sections) + "</aside>"
+        '<aside id="details" aria-live="polite"><a href="#" class="close" '
+        'title="Close (Esc)">&times;</a>' + "".join(sections) + "</aside>"
     )
 
 

@@ -32,7 +32,12 @@
       show(link.getAttribute("href").slice(1));
       return;
     }
-    if (event.target.closest("#details .close, #details .to-event")) { hide(); }
+    if (event.target.closest("#details .close")) {
+      event.preventDefault();
+      hide();
+    } else if (event.target.closest("#details .to-event")) {
+      hide();
+    }
   });
   document.addEventListener("keydown", function (event) {
     if (event.key === "Escape") { hide(); }
