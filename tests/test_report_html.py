@@ -350,3 +350,14 @@ def test_open_launches_the_written_page(tmp_path: Path, monkeypatch: pytest.Monk
     result = CliRunner().invoke(main, ["report", "--html-only", "--open", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert opened == [str(tmp_path / "report.html")]
+
+
+def test_html_only_refuses_the_inputs_it_would_ignore(tmp_path: Path) -> None:
+    shutil.copytree(LAB_RUN.parent, tmp_path, dirs_exist_ok=True)
+    result = CliRunner().invoke(
+        main,
+        ["report", "--html-only", "--expected", str(tmp_path / "lab.json"), "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 2
+    assert "--html-only reads only OUT/report.json; drop --expected" in result.output
+    assert not (tmp_path / "report.html").exists()

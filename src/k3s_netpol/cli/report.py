@@ -411,6 +411,20 @@ def report_command(
       k3s-netpol report --html-only --open --out artifacts/
     """
     if html_only:
+        given = [
+            name
+            for name, value in (
+                ("--expected", expected_path),
+                ("--observed", observed_path),
+                ("--log", logs),
+                ("--pods", pods_path),
+                ("--run", run_source),
+                ("--namespace", namespaces),
+            )
+            if value
+        ]
+        if given:
+            raise InputError(f"--html-only reads only OUT/report.json; drop {', '.join(given)}")
         html_path = rewrite_html(out)
         click.echo(f"wrote {html_path}")
         if open_page:
