@@ -659,7 +659,7 @@ def _events_table(page: _Page) -> str:
             f"<td>{index + 1}</td><td>{_e(event.get('node') or '')}</td>"
             f"<td>{_e(source)}</td><td>{_e(destination)}</td>"
             f"<td>{_e(event.get('destination_port'))}/{_e(event.get('protocol'))}</td>"
-            f"<td>{_e(', '.join(event_policies)) or '—'}</td>"
+            f'<td class="policies">{_e(", ".join(event_policies)) or "—"}</td>'
             f'<td class="kind">{kind}</td><td>{probe}</td>{extra_cells}'
             f"<td>{lines_cell}</td></tr>"
         )
