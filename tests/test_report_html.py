@@ -104,6 +104,32 @@ def test_cells_carry_report_txt_codes() -> None:
     assert [cell_code(row.to_dict()) for row in report.rows] == [_cell(row) for row in report.rows]
 
 
+def test_cells_carry_the_codes_of_the_recorded_report_txt(lab_page: str) -> None:
+    """The recorded run's report.txt matrix, cell by cell, against the page's cells."""
+    text_codes: dict[tuple[str, str, int], str] = {}
+    port = 0
+    pods: list[str] = []
+    for line in (LAB_RUN.parent / "report.txt").read_text().splitlines():
+        if match := re.fullmatch(r"port (\d+)/TCP", line):
+            port = int(match.group(1))
+        elif match := re.fullmatch(r" +(\d+) +(\S+/\S+)((?: +\S+)+)", line):
+            source = match.group(2)
+            if source not in pods:
+                pods.append(source)
+            for column, code in enumerate(match.group(3).split()):
+                if code != ".":
+                    text_codes[(source, str(column), port)] = code
+    page_codes = {
+        (row["from"], str(pods.index(row["to"])), row["port"]): cell_code(row)
+        for row in lab_run()["rows"]
+    }
+    assert page_codes == text_codes
+    assert len(text_codes) == 30
+    assert sorted(
+        re.findall(r'<a href="#probe-\d+" title="[^"]*">([A-Z?*f-]+)</a>', lab_page)
+    ) == sorted(text_codes.values())
+
+
 def test_cells_are_grouped_by_namespace(xyz_page: str) -> None:
     namespace_heads = [a for a in Tags(xyz_page).having("th", "ns") if "colspan" in a]
     assert [a["colspan"] for a in namespace_heads] == ["3", "3", "3"] * 2
