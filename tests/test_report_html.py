@@ -275,9 +275,7 @@ def test_sparse_documents_still_render(document: dict[str, object]) -> None:
 
 
 def test_missing_log_files_leave_the_line_references(tmp_path: Path) -> None:
-    document = json.loads(
-        json.dumps(lab_run()).replace("/work/wt/html/artifacts/logs/", f"{tmp_path}/gone/")
-    )
+    document = lab_run(tmp_path / "gone")
     page = write_html(document, tmp_path / "report.html").read_text()
     first = document["events"][0]["lines"][0]
     assert first.startswith(f"{tmp_path}/gone/")
@@ -340,7 +338,9 @@ def test_report_writes_report_html_next_to_report_json(tmp_path: Path) -> None:
 
 
 def test_html_only_rewrites_the_page_from_report_json(tmp_path: Path) -> None:
+    """The events' lines are read from OUT/logs/ when the path they name is gone."""
     shutil.copytree(LAB_RUN.parent, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "report.json").write_text(json.dumps(lab_run(tmp_path / "gone")))
     result = CliRunner().invoke(main, ["report", "--html-only", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert result.output == f"wrote {tmp_path / 'report.html'}\n"
@@ -387,3 +387,21 @@ def test_html_only_refuses_the_inputs_it_would_ignore(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "--html-only reads only OUT/report.json; drop --expected" in result.output
     assert not (tmp_path / "report.html").exists()
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink"])
+def test_a_report_html_that_is_not_a_regular_file_is_left_alone(tmp_path: Path, kind: str) -> None:
+    shutil.copytree(LAB_RUN.parent, tmp_path, dirs_exist_ok=True)
+    target = tmp_path / "report.html"
+    elsewhere = tmp_path / "elsewhere.html"
+    elsewhere.write_text("keep")
+    if kind == "directory":
+        target.mkdir()
+    else:
+        target.symlink_to(elsewhere)
+    result = CliRunner().invoke(main, ["report", "--html-only", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert f"{target}: cannot write: exists and is not a regular file" in result.output
+    assert "Traceback" not in result.output
+    assert elsewhere.read_text() == "keep"
+    assert target.is_dir() if kind == "directory" else target.is_symlink()

@@ -14,6 +14,7 @@ fields it knows are optional: the page keeps working as the report grows.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 from collections import defaultdict
@@ -25,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from k3s_netpol.files import write_if_changed
 from k3s_netpol.logs import LogFileError, open_log
 
 HTML_NAME = "report.html"
@@ -708,8 +710,13 @@ def render(
 
 
 def write_html(document: Document, path: Path, generated_at: datetime | None = None) -> Path:
-    """Write the page to `path` (report.html next to report.json); return the path."""
+    """Write the page to `path` (report.html next to report.json) in one step; return the path.
+
+    Raises OSError when `path` is there but is not a regular file (it is left as it is).
+    """
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise OSError(errno.EEXIST, "exists and is not a regular file", str(path))
     when = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S %Z")
     texts = read_log_lines(document, path.parent)
-    path.write_text(render(document, when, texts), encoding="utf-8")
+    write_if_changed(path, render(document, when, texts).encode("utf-8"))
     return path

@@ -302,7 +302,14 @@ def write_report(report: Report, out: Path) -> tuple[Path, Path, Path]:
     document = report.to_dict()
     json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     text_path.write_text(render_matrix(report) + "\n" + render_table(report), encoding="utf-8")
-    return json_path, text_path, write_html(document, out / HTML_NAME)
+    return json_path, text_path, _write_html(document, out)
+
+
+def _write_html(document: Mapping[str, Any], out: Path, written: datetime | None = None) -> Path:
+    try:
+        return write_html(document, out / HTML_NAME, written)
+    except OSError as error:
+        raise InputError(f"{out / HTML_NAME}: cannot write: {error.strerror or error}") from None
 
 
 def rewrite_html(out: Path) -> Path:
@@ -317,7 +324,7 @@ def rewrite_html(out: Path) -> Path:
         raise InputError(f"{json_path}: not JSON: {error}") from None
     if not isinstance(document, dict) or not isinstance(document.get("rows"), list):
         raise InputError(f"{json_path}: rows: missing; not a report written by k3s-netpol report")
-    return write_html(document, out / HTML_NAME, written)
+    return _write_html(document, out, written)
 
 
 @click.command("report")
