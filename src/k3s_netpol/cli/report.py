@@ -1,4 +1,5 @@
-"""`k3s-netpol report`: expected x observed x logged, written as report.json and report.txt."""
+"""`k3s-netpol report`: expected x observed x logged, written as report.json, report.txt and
+report.html."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from k3s_netpol.cli._exits import ExitCode
 from k3s_netpol.files import STDIN, InputFileError, OutputError, read_text, write_file
 from k3s_netpol.logs import DropEvent, LogFileError, LogRecord, drop_events, read_records
 from k3s_netpol.model import ManifestError, Probe, cluster_from_documents
+from k3s_netpol.report_html import HTML_NAME, write_html
 from k3s_netpol.verify import ProbeKey, Report, compare, probe_key, render_matrix, render_table
 
 EXIT_MISMATCH = ExitCode.MISMATCH
@@ -306,15 +309,38 @@ def build_report(
     return dataclasses.replace(report, notes=report.notes + tuple(extra))
 
 
-def write_report(report: Report, out: Path) -> tuple[Path, Path]:
+def write_report(report: Report, out: Path) -> tuple[Path, Path, Path]:
     json_path = out / "report.json"
     text_path = out / "report.txt"
+    document = report.to_dict()
     try:
-        write_file(json_path, (json.dumps(report.to_dict(), indent=2) + "\n").encode("utf-8"))
+        write_file(json_path, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
         write_file(text_path, (render_matrix(report) + "\n" + render_table(report)).encode())
     except OutputError as error:
         raise InputError(f"--out: {error}") from None
-    return json_path, text_path
+    return json_path, text_path, _write_html(document, out)
+
+
+def _write_html(document: Mapping[str, Any], out: Path, written: datetime | None = None) -> Path:
+    try:
+        return write_html(document, out / HTML_NAME, written)
+    except OutputError as error:
+        raise InputError(f"--out: {error}") from None
+
+
+def rewrite_html(out: Path) -> Path:
+    """report.html again from OUT/report.json (dated by that file's time), with no other input."""
+    json_path = out / "report.json"
+    try:
+        document = json.loads(json_path.read_text(encoding="utf-8"))
+        written = datetime.fromtimestamp(json_path.stat().st_mtime, UTC)
+    except OSError as error:
+        raise InputError(f"{json_path}: cannot read: {error.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{json_path}: not JSON: {error}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("rows"), list):
+        raise InputError(f"{json_path}: rows: missing; not a report written by k3s-netpol report")
+    return _write_html(document, out, written)
 
 
 @click.command("report")
@@ -369,7 +395,18 @@ def write_report(report: Report, out: Path) -> tuple[Path, Path]:
     "--out",
     required=True,
     type=click.Path(path_type=Path, file_okay=False),
-    help="Directory for report.json and report.txt.",
+    help="Directory for report.json, report.txt and report.html.",
+)
+@click.option(
+    "--html-only",
+    is_flag=True,
+    help="Only write OUT/report.html again from OUT/report.json; no other input is read.",
+)
+@click.option(
+    "--open",
+    "open_page",
+    is_flag=True,
+    help="Open report.html in the desktop's browser once written.",
 )
 def report_command(
     expected_path: Path | None,
@@ -380,6 +417,8 @@ def report_command(
     namespaces: tuple[str, ...],
     protocols: tuple[str, ...],
     out: Path,
+    html_only: bool,
+    open_page: bool,
 ) -> None:
     """Compare expected reachability, probe results and drop logs; write the report.
 
@@ -392,7 +431,28 @@ def report_command(
       k3s-netpol report --expected expected.json --observed observed.jsonl \\
           --log node1=node1.log --pods lab.json --out artifacts/
       k3s-netpol report --expected lab.json --run - --out artifacts/ < run.json
+      k3s-netpol report --html-only --open --out artifacts/
     """
+    if html_only:
+        given = [
+            name
+            for name, value in (
+                ("--expected", expected_path),
+                ("--observed", observed_path),
+                ("--log", logs),
+                ("--pods", pods_path),
+                ("--run", run_source),
+                ("--namespace", namespaces),
+            )
+            if value
+        ]
+        if given:
+            raise InputError(f"--html-only reads only OUT/report.json; drop {', '.join(given)}")
+        html_path = rewrite_html(out)
+        click.echo(f"wrote {html_path}")
+        if open_page:
+            click.launch(str(html_path))
+        return
     run = load_run(run_source) if run_source is not None else None
     expected_document: Any = None
     if expected_path is not None:
@@ -430,8 +490,10 @@ def report_command(
         report = build_report(expected, observed, events, pods, protocols, notes)
     except ValueError as error:
         raise InputError(f"{pods_path or expected_path or run_source}: {error}") from None
-    json_path, text_path = write_report(report, out)
+    json_path, text_path, html_path = write_report(report, out)
     click.echo(render_matrix(report), nl=False)
-    click.echo(f"wrote {json_path} and {text_path}")
+    click.echo(f"wrote {json_path}, {text_path} and {html_path}")
+    if open_page:
+        click.launch(str(html_path))
     if not report.ok:
         click.get_current_context().exit(EXIT_MISMATCH)
