@@ -514,11 +514,15 @@ class PacketJoiner:
         current: Group | None = None
         current_key: Any = None
         for position, row, payload in items:
-            if order and order[0][0] < position - window:
-                if current is not None:
-                    open_groups[current_key] = current
-                    current = None
-                self.expire(position)
+            limit = position - window
+            while order and order[0][0] < limit:
+                if order[0][7]:  # an open group too old to join: close it (and the rest)
+                    if current is not None:
+                        open_groups[current_key] = current
+                        current = None
+                    self.expire(position)
+                    break
+                order.popleft()  # closed already
             key = key_of(row)
             if current is not None and key == current_key:
                 group: Group | None = current

@@ -29,6 +29,7 @@ import bisect
 import contextlib
 import gc
 import gzip
+import heapq
 import itertools
 import json
 import operator
@@ -268,10 +269,10 @@ def chunk_rows(
     return rows, origins, garbled, line_count
 
 
-def summary_entry(group: Group, real: bool) -> Any:
-    """What --summary keeps of an event: (node, "src DST=dst", protocol, port), policies, real."""
+def summary_entry(group: Group, real: bool) -> EventClass:
+    """What --summary keeps of an event: its class (see Tallies)."""
     row = group[3]
-    return ((row[0], row[2], row[4], row[6]), tuple(group[1]), real)
+    return (row[2], row[4], row[6], tuple(group[1]), real, row[0])
 
 
 def _joiner(layout: _Layout, window: int, emit: Emit, *, collect: bool) -> PacketJoiner:
@@ -280,56 +281,24 @@ def _joiner(layout: _Layout, window: int, emit: Emit, *, collect: bool) -> Packe
     )
 
 
-# --summary keeps per flow ("src DST=dst", protocol, port): [first order, events, real events,
-# {policy: [(first order, place in the event's policies), events]}, {nodes}]. An order is a
-# sort key of the full joiner's emission order: an int in a worker, (int, first) in the parent.
-FlowTally = list[Any]
+# --summary counts events by class: ("src DST=dst", protocol, port, policies, real, node) ->
+# [order key of the first such event (where the full path emits it), events]. A flow has a
+# handful of classes; per-flow work waits until the flows to print are known (summary_flows).
+EventClass = tuple[str, str, str, tuple[str, ...], bool, str | None]
+Tallies = dict[EventClass, list[int]]
 
 
-def _tally(tallies: dict[Any, FlowTally], entry: Any, order: Any) -> None:
-    """Count one event (a summary_entry) whose emission order is `order`."""
-    (node, addresses, protocol, port), policies, real = entry
-    flow = (addresses, protocol, port)
-    tally = tallies.get(flow)
-    if tally is None:
-        tally = tallies[flow] = [order, 0, 0, {}, set()]
-    elif order < tally[0]:
-        tally[0] = order
-    tally[1] += 1
-    tally[2] += 1 if real else 0
-    named = tally[3]
-    for index, policy in enumerate(policies):
-        seen = named.get(policy)
+def _merge_tallies(into: Tallies, worker: Tallies, base: int) -> None:
+    """Add a worker's tallies (order keys from its chunk's start) to the parent's."""
+    get = into.get
+    for event_class, (order, count) in worker.items():
+        seen = get(event_class)
         if seen is None:
-            named[policy] = [(order, index), 1]
+            into[event_class] = [order + base, count]
         else:
-            seen[0] = min(seen[0], (order, index))
-            seen[1] += 1
-    if node:
-        tally[4].add(node)
-
-
-def _merge_tallies(into: dict[Any, FlowTally], worker: dict[Any, FlowTally], base: int) -> None:
-    """Add a worker's tallies (int orders from its chunk's start) to the parent's."""
-    for flow, (order, events, real, named, nodes) in worker.items():
-        order = (order + base, 0)
-        tally = into.get(flow)
-        if tally is None:
-            tally = into[flow] = [order, 0, 0, {}, nodes]
-        else:
-            tally[0] = min(tally[0], order)
-            tally[4] |= nodes
-        tally[1] += events
-        tally[2] += real
-        known = tally[3]
-        for policy, ((first, index), count) in named.items():
-            place = ((first + base, 0), index)
-            seen = known.get(policy)
-            if seen is None:
-                known[policy] = [place, count]
-            else:
-                seen[0] = min(seen[0], place)
-                seen[1] += count
+            seen[1] += count
+            if order + base < seen[0]:
+                seen[0] = order + base
 
 
 def _scan_chunk(task: ChunkTask) -> ChunkResult:
@@ -339,7 +308,7 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
     events = task.mode == "events"
     keys: list[int] = []
     payloads: list[Any] = []
-    counts: dict[Any, FlowTally] = {}
+    counts: Tallies = {}
     emit = _WORKER.emitter(task.mode, keys, payloads, counts)
     joiner = _joiner(layout, task.window, emit, collect=events)
     head_end = min(2 * task.window, len(rows))
@@ -531,20 +500,29 @@ class EventFormatter:
         )
 
 
+def _tallier(counts: Tallies) -> Emit:
+    get = counts.get
+
+    def tally(order_key: int, group: Group, real: bool) -> None:
+        row = group[3]
+        event_class = (row[2], row[4], row[6], tuple(group[1]), real, row[0])
+        seen = get(event_class)
+        if seen is None:
+            counts[event_class] = [order_key, 1]
+        else:
+            seen[1] += 1
+
+    return tally
+
+
 @dataclass
 class _WorkerState:
     formatter: EventFormatter | None = None
 
-    def emitter(
-        self, mode: str, keys: list[int], payloads: list[Any], counts: dict[Any, FlowTally]
-    ) -> Emit:
+    def emitter(self, mode: str, keys: list[int], payloads: list[Any], counts: Tallies) -> Emit:
         """Where a joiner's closed events go: JSON lines and their order keys, or tallies."""
         if mode == "summary":
-
-            def tally(order_key: int, group: Group, real: bool) -> None:
-                _tally(counts, summary_entry(group, real), order_key)
-
-            return tally
+            return _tallier(counts)
         assert self.formatter is not None
         close = self.formatter.close
 
@@ -689,7 +667,7 @@ class _Merger:
     window: int
     emit: Callable[[list[Any]], object]
     offset: int = 0  # records before the current chunk
-    tally: dict[Any, FlowTally] = field(default_factory=dict)  # --summary
+    tally: Tallies = field(default_factory=dict)  # --summary
     closed: list[tuple[int, Group, bool]] = field(default_factory=list)
     joiner: PacketJoiner = field(init=False)
 
@@ -718,13 +696,14 @@ class _Merger:
     def _emit_merged(
         self, result: ChunkResult, extra: list[tuple[int, Group, bool]], offset: int
     ) -> None:
-        close = _WORKER.closer(self.mode)
         if self.mode == "summary":
             for counts in result.payloads:
                 _merge_tallies(self.tally, counts, 3 * offset)
+            tally = _tallier(self.tally)
             for order_key, group, real in extra:
-                _tally(self.tally, close(group, real), (order_key, 0))
+                tally(order_key, group, real)
             return
+        close = _WORKER.closer(self.mode)
         lines = _unspooled(result.payloads[0])
         if not extra:
             self.emit([lines])
@@ -745,15 +724,15 @@ class _Merger:
 
     def finish(self) -> None:
         """End of input: what the full path's final flush emits, in first-line order."""
-        final_key = 3 * self.offset + 3
-        self.joiner.flush(final_key)
+        self.joiner.flush(3 * self.offset + 3)
         closed, self.closed = self.closed, []
-        close = _WORKER.closer(self.mode)
         if self.mode == "summary":
+            tally = _tallier(self.tally)
             for order_key, group, real in closed:
-                _tally(self.tally, close(group, real), (order_key, group[0]))
+                tally(order_key, group, real)
             self.emit([self.tally])
         else:
+            close = _WORKER.closer(self.mode)
             self.emit([close(group, real).encode() for _, group, real in closed])
 
 
@@ -787,6 +766,21 @@ def _jobs() -> int:
         return os.cpu_count() or 1
 
 
+@contextlib.contextmanager
+def _no_cycle_collector() -> Iterator[None]:
+    """Joining and counting make millions of short-lived lists and tuples and no reference
+    cycles: the cycle collector would only walk them, for a tenth of the time or more. Forked
+    workers inherit this."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+@_no_cycle_collector()
 def scan(
     paths: Sequence[Path],
     nodes: dict[str, str],
@@ -800,7 +794,7 @@ def scan(
     chunk_bytes: int | None = None,
 ) -> None:
     """Read the files in order and emit what they hold: for "events", bytes-like pieces of
-    UTF-8 JSON lines, to be written in order; for "summary", one FlowTally dict at the end.
+    UTF-8 JSON lines, to be written in order; for "summary", its Tallies at the end.
 
     Raises LogFileError naming a file that cannot be opened, after emitting what came before.
     """
@@ -813,7 +807,6 @@ def scan(
         with contextlib.suppress(OSError):
             total_bytes += path.stat().st_size
     jobs = _jobs() if jobs is None else jobs
-    collecting = gc.isenabled()
     pool: Pool | None = None
     spool: str | None = None
     # (file, are the chunk's line numbers counted from the chunk's start, result) or a file's
@@ -841,10 +834,6 @@ def scan(
             merger.take(result)
 
     try:
-        # Joining makes millions of short-lived lists and tuples and no reference cycles: the
-        # cycle collector would only walk them, for about a tenth of the time. Forked workers
-        # inherit this.
-        gc.disable()
         if jobs > 1 and total_bytes >= PARALLEL_MIN_BYTES:
             # fork is the cheapest start, but a fork of a process with other threads
             # (ansible-runner leaves some after --inventory) can inherit a lock held forever.
@@ -889,47 +878,65 @@ def scan(
             pool.join()
         if spool is not None:
             shutil.rmtree(spool, ignore_errors=True)
-        if collecting:
-            gc.enable()
 
 
-def summary_flows(
-    tallies: dict[Any, FlowTally], enricher: Enricher, top: int | None
-) -> list[FlowSummary]:
-    """logs.summarize over the events the tallies count: same flows, order and ties."""
-    merged: dict[tuple[str, str, str, int | None], FlowTally] = {}
-    for (addresses, protocol, port_text), (order, events, real, named, nodes) in tallies.items():
+@_no_cycle_collector()
+def summary_flows(tallies: Tallies, enricher: Enricher, top: int | None) -> list[FlowSummary]:
+    """logs.summarize over the events the tallies count: same flows, order and ties.
+
+    Only the flows that can be among the `top` (those with at least the top-th most events) are
+    named and checked against the model: the rank's tie-breaks need their pod names. Naming
+    never merges two flows: an address names at most one pod, and pod names are not addresses.
+    """
+    totals: dict[tuple[str, str, str], int] = {}
+    get = totals.get
+    for event_class, (_, count) in tallies.items():
+        flow_key = event_class[:3]
+        totals[flow_key] = get(flow_key, 0) + count
+    least = 0
+    if top is not None and len(totals) > top:
+        least = heapq.nlargest(top, totals.values())[-1]
+    flows: dict[tuple[str, str, str], list[Any]] = {}
+    for event_class, (order, count) in tallies.items():
+        flow_key = event_class[:3]
+        events = totals[flow_key]
+        if events < least:
+            continue
+        flow = flows.get(flow_key)
+        if flow is None:
+            flows[flow_key] = [order, events, [(order, count, event_class)]]
+        else:
+            flow[2].append((order, count, event_class))
+            if order < flow[0]:
+                flow[0] = order
+    candidates = list(flows.items())
+    # logs.summarize meets the flows in the order of their first events, and its sort is stable.
+    candidates.sort(key=lambda item: item[1][0])
+    summaries: list[FlowSummary] = []
+    for (addresses, protocol, port_text), (_, events, classes) in candidates:
         source, destination = addresses.split(" DST=")
         port = int(port_text) if port_text else None
         source_pod, destination_pod, expected = enricher.describe(
             source, destination, port, protocol
         )
-        flow_key = (source_pod or source, destination_pod or destination, protocol, port)
-        flagged = events if expected == "allowed" else 0
-        tally = merged.get(flow_key)
-        if tally is None:
-            merged[flow_key] = [order, events, real, flagged, dict(named), set(nodes)]
-            continue
-        tally[0] = min(tally[0], order)
-        tally[1] += events
-        tally[2] += real
-        tally[3] += flagged
-        for policy, (place, count) in named.items():
-            seen = tally[4].get(policy)
-            tally[4][policy] = (
-                [place, count] if seen is None else [min(seen[0], place), seen[1] + count]
-            )
-        tally[5] |= nodes
-    flows: list[FlowSummary] = []
-    for flow_key, (_, events, real, flagged, named, nodes) in sorted(
-        merged.items(), key=lambda item: item[1][0]
-    ):
-        summary = FlowSummary(*flow_key, events=events, real=real, flagged=flagged, nodes=nodes)
-        for policy, (_, count) in sorted(named.items(), key=lambda item: item[1][0]):
-            summary.policies[policy] = count
-        flows.append(summary)
+        summary = FlowSummary(
+            source_pod or source,
+            destination_pod or destination,
+            protocol,
+            port,
+            events=events,
+            flagged=events if expected == "allowed" else 0,
+        )
+        classes.sort(key=operator.itemgetter(0))
+        for _, count, (_, _, _, policies, real, node) in classes:
+            summary.real += count if real else 0
+            for policy in policies:
+                summary.policies[policy] += count
+            if node:
+                summary.nodes.add(node)
+        summaries.append(summary)
     ranked = sorted(
-        flows,
+        summaries,
         key=lambda flow: (-flow.events, flow.source, flow.destination, flow.destination_port or 0),
     )
     return ranked if top is None else ranked[:top]
