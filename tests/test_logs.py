@@ -105,6 +105,11 @@ def test_udp_and_icmp_lines():
         (SEED_LINE.replace(" MARK=20000", ""), "MARK="),
         (SEED_LINE.replace("SRC=10.42.0.59", "SRC=not-an-ip"), "order"),
         (SEED_LINE.replace("Mar  7", "Foo  7"), "time stamp"),
+        (SEED_LINE.replace("SRC=10.42.0.59", "SRC=999.0.0.1"), "SRC='999.0.0.1' is not an IP"),
+        (SEED_LINE.replace("DST=10.42.0.60", "DST=10.42.0"), "DST='10.42.0' is not an IP"),
+        (SEED_LINE.replace("DST=10.42.0.60", "DST=fd00:::1"), "DST='fd00:::1' is not an IP"),
+        (SEED_LINE.replace("SPT=47750", "SPT=65536"), "SPT=65536 is not a port"),
+        (SEED_LINE.replace("DPT=80", "DPT=99999"), "DPT=99999 is not a port"),
     ],
 )
 def test_garbled_and_truncated_lines_raise_a_parse_error_saying_why(line, reason):
@@ -132,6 +137,10 @@ def test_json_lines_carry_the_same_packet_as_logemu():
         ('{"src_ip": "10.0.0.1", "dest_ip": "10.0.0.2"}', "ip.protocol"),
         ('{"ip.protocol": 6, "src_ip": "x", "dest_ip": "10.0.0.2"}', "src_ip"),
         ('{"ip.protocol": "six", "src_ip": "10.0.0.1", "dest_ip": "10.0.0.2"}', "ip.protocol"),
+        (
+            '{"ip.protocol": 6, "src_ip": "10.0.0.1", "dest_ip": "10.0.0.2", "dest_port": 70000}',
+            "dest_port: 70000 is not a port",
+        ),
     ],
 )
 def test_bad_json_lines_raise_a_parse_error_naming_the_field(line, reason):

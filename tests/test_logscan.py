@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 import signal
 import threading
 from pathlib import Path
@@ -103,6 +104,16 @@ def tricky_variants(line: str) -> list[str]:
         line.replace("Jan  ", "Jan 0", 1).replace("Jan 1", "Jan 01", 1),
         line.replace(" MAC=", " XMAC=", 1),
         line.replace(" 00:", " 0:", 1),
+        re.sub(r" SRC=[^ ]+", " SRC=999.0.0.1", line),  # garbled
+        re.sub(r" DST=[^ ]+", " DST=10.42.0.256", line),  # garbled
+        re.sub(r" SRC=[^ ]+", " SRC=10.042.0.1", line),  # a leading zero: valid
+        re.sub(r" DST=[^ ]+", " DST=10.42.0", line),  # garbled
+        re.sub(r" SRC=[^ ]+", " SRC=255.255.255.255", line),
+        re.sub(r" SPT=[0-9]+", " SPT=65536", line),  # garbled
+        re.sub(r" DPT=[0-9]+", " DPT=99999", line),  # garbled
+        re.sub(r" DPT=[0-9]+", " DPT=100000", line),  # garbled
+        re.sub(r" SPT=[0-9]+", " SPT=65535", line),
+        re.sub(r" DPT=[0-9]+", " DPT=0", line),
     ]
 
 

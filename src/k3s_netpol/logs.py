@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import ipaddress
 import json
 import os
 import re
@@ -51,6 +52,11 @@ class LogParseError(ValueError):
 
 class LogFileError(OSError):
     """A log file that cannot be read; the message names the file."""
+
+
+class LogChangedError(LogFileError):
+    """A log file that changed under the reader (truncated, rotated in place) while it was read,
+    so that what was read may not be what the file held; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,12 @@ def _check_address(name: str, value: str | None) -> str:
         if all(int(octet) <= 255 for octet in value.split(".")):
             return value
     elif _IPV6.match(value):
-        return value
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            pass
+        else:
+            return value
     raise LogParseError(f"{name}={value!r} is not an IP address")
 
 
@@ -172,6 +183,15 @@ _LOGEMU = re.compile(
     r"PROTO=(?P<proto>[A-Za-z0-9]+)(?: +SPT=(?P<spt>[0-9]+) +DPT=(?P<dpt>[0-9]+))?"
     r"(?: +SEQ=(?P<seq>[0-9]+))?(?P<tail>(?: +[^ ]+)*?) +MARK=(?:0x)?(?P<mark>[0-9A-Fa-f]+) *\Z"
 )
+
+
+def _port(name: str, text: str | None) -> int | None:
+    if not text:
+        return None
+    value = int(text)
+    if value > 65535:
+        raise LogParseError(f"{name}={text} is not a port (above 65535)")
+    return value
 
 
 def _diagnose_logemu(line: str) -> str:
@@ -219,11 +239,11 @@ def parse_logemu_line(line: str, origin: str = "") -> LogRecord:
             "policy": policy_of_prefix(prefix) if prefix else None,
             "in_interface": in_interface or None,
             "out_interface": out_interface or None,
-            "source": source,
-            "destination": destination,
+            "source": _check_address("SRC", source),
+            "destination": _check_address("DST", destination),
             "protocol": protocol,
-            "source_port": int(source_port) if source_port else None,
-            "destination_port": int(destination_port) if destination_port else None,
+            "source_port": _port("SPT", source_port),
+            "destination_port": _port("DPT", destination_port),
             "ip_id": int(ip_id) if ip_id else None,
             "tcp_seq": int(tcp_seq) if tcp_seq and is_tcp else None,
             "flags": frozenset(TCP_FLAG_NAMES.intersection(tail.split())) if is_tcp else _NO_FLAGS,
@@ -242,6 +262,13 @@ def _json_int(document: Mapping[str, Any], *names: str) -> int | None:
             raise LogParseError(f"{name}: {value!r} is not an integer")
         return value
     return None
+
+
+def _json_port(document: Mapping[str, Any], *names: str) -> int | None:
+    value = _json_int(document, *names)
+    if value is not None and not 0 <= value <= 65535:
+        raise LogParseError(f"{names[0]}: {value} is not a port (0 to 65535)")
+    return value
 
 
 def _json_str(document: Mapping[str, Any], *names: str) -> str | None:
@@ -284,8 +311,8 @@ def parse_json_line(line: str, origin: str = "", node: str | None = None) -> Log
         source=_check_address("src_ip", _json_str(document, "src_ip", "ip.saddr.str")),
         destination=_check_address("dest_ip", _json_str(document, "dest_ip", "ip.daddr.str")),
         protocol=protocol,
-        source_port=_json_int(document, "src_port", "tcp.sport", "udp.sport", "sctp.sport"),
-        destination_port=_json_int(document, "dest_port", "tcp.dport", "udp.dport", "sctp.dport"),
+        source_port=_json_port(document, "src_port", "tcp.sport", "udp.sport", "sctp.sport"),
+        destination_port=_json_port(document, "dest_port", "tcp.dport", "udp.dport", "sctp.dport"),
         ip_id=_json_int(document, "ip.id"),
         tcp_seq=_json_int(document, "tcp.seq") if is_tcp else None,
         flags=flags,
@@ -299,6 +326,28 @@ def parse_line(line: str, origin: str = "", node: str | None = None) -> LogRecor
     if line.lstrip().startswith("{"):
         return parse_json_line(line, origin, node)
     return parse_logemu_line(line, origin)
+
+
+def distinct_files(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, Path]]]:
+    """The paths without those naming a file already named (same device and inode, whatever
+    the path), and each (left out, the path kept for it). Paths that cannot be read stay, for
+    the reader to name."""
+    kept: list[Path] = []
+    left_out: list[tuple[Path, Path]] = []
+    seen: dict[tuple[int, int], Path] = {}
+    for path in paths:
+        try:
+            status = path.stat()
+        except OSError:
+            kept.append(path)
+            continue
+        identity = (status.st_dev, status.st_ino)
+        if identity in seen:
+            left_out.append((path, seen[identity]))
+            continue
+        seen[identity] = path
+        kept.append(path)
+    return kept, left_out
 
 
 def rotation_order(path: str | Path) -> tuple[str, int]:
@@ -328,6 +377,7 @@ def iter_file_records(
     """Yield the records of one file; count garbled lines in `stats` instead of raising."""
     name = str(path)
     stats.files.append(name)
+    number = 0
     with open_log(path) as stream:
         try:
             for number, line in enumerate(stream, 1):
@@ -343,18 +393,28 @@ def iter_file_records(
                 stats.records += 1
                 yield record
         except (OSError, EOFError) as error:
+            if number == 0:
+                check_gzip_start(path, error)
             # A truncated .gz or a file that vanished while reading: keep what was read.
             stats.note_garbled(f"{name}:{stats.lines}", f"file ends badly: {error}")
 
 
+def check_gzip_start(path: str | Path, error: BaseException) -> None:
+    """Raise LogFileError when reading a .gz failed at its start: it is not gzip at all."""
+    if isinstance(error, gzip.BadGzipFile):
+        raise LogFileError(f"{path}: not a gzip file ({error}), though its name ends in .gz")
+
+
 def read_records(
-    paths: Iterable[str | Path], *, nodes: Mapping[str, str] | None = None
+    paths: str | Path | Iterable[str | Path], *, nodes: Mapping[str, str] | None = None
 ) -> tuple[list[LogRecord], ParseStats]:
-    """Read LOGEMU/JSON files (plain or .gz) in the given order.
+    """Read LOGEMU/JSON files (plain or .gz) in the given order; one path may be given alone.
 
     `nodes` maps a file path to the node it came from, for JSON lines, which carry no host name.
-    Raises LogFileError naming a file that cannot be opened.
+    Raises LogFileError naming a file that cannot be opened or is not what its name says.
     """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
     stats = ParseStats()
     records: list[LogRecord] = []
     for path in paths:
@@ -683,7 +743,10 @@ def parse_time_bound(text: str, now: datetime | None = None) -> datetime:
     relative = _RELATIVE.match(value)
     if relative:
         seconds = int(relative.group("amount")) * _UNIT_SECONDS[relative.group("unit")]
-        return now - timedelta(seconds=seconds)
+        try:
+            return now - timedelta(seconds=seconds)
+        except OverflowError:
+            raise ValueError(f"{text!r}: too far back (before the year 1)") from None
     if re.fullmatch(r"[0-9]{1,2}:[0-9]{2}(:[0-9]{2})?", value):
         parts = [int(part) for part in value.split(":")] + [0]
         try:

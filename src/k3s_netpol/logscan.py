@@ -57,6 +57,7 @@ from k3s_netpol.logs import (
     LogRecord,
     PacketJoiner,
     ParseStats,
+    check_gzip_start,
     parse_line,
 )
 
@@ -74,6 +75,16 @@ except ImportError:  # built without a C compiler: the regex below does the same
 
 _MONTH = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _NUMBER = "(?!0[0-9])([0-9]+)"  # canonical: equal text is an equal int
+# A port: canonical, 0 to 65535 (a bigger number leaves the line to the full parser, which
+# counts it garbled).
+_PORT = (
+    "(?!0[0-9])(?![0-9]{6})(?!6553[6-9]|655[4-9][0-9]|65[6-9][0-9]{2}|6[6-9][0-9]{3}|[7-9][0-9]{4})"
+    "([0-9]+)"
+)
+# An IPv4 address, each part 0 to 255 without leading zeros; anything else (IPv6, 999.0.0.1)
+# is left to the full parser.
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_ADDRESS = rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}"
 
 
 def _canonical_logemu(*, stamp: bool, tail: bool) -> re.Pattern[str]:
@@ -87,10 +98,10 @@ def _canonical_logemu(*, stamp: bool, tail: bool) -> re.Pattern[str]:
     return re.compile(
         rf"^{capture_stamp}{_MONTH} [ 1-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]) "
         r"([^ =\n]+) ([^=\n]*)(?<= )IN=[^ \n]* OUT=[^ \n]* (?:MAC=[^ \n]* |)"
-        r"SRC=([0-9A-Fa-f:.]+ DST=[0-9A-Fa-f:.]+) "
+        rf"SRC=({_IPV4_ADDRESS} DST={_IPV4_ADDRESS}) "
         rf"LEN=[0-9]+ TOS=[^ \n]+ PREC=[^ \n]+ TTL=[0-9]+ ID={_NUMBER} (?:DF |)"
         r"PROTO=(?:(?=TCP )|(?![A-Z]+ SPT=[0-9]+ DPT=[0-9]+ SEQ=))"
-        rf"([A-Z]+) SPT={_NUMBER} DPT={_NUMBER}(?: SEQ={_NUMBER}|(?! SEQ=))"
+        rf"([A-Z]+) SPT={_PORT} DPT={_PORT}(?: SEQ={_NUMBER}|(?! SEQ=))"
         rf" {capture_tail}[^\n]*)(?<= )MARK=(?:0x|){capture_tail}[0-9A-Fa-f]+)$",
         re.MULTILINE,
     )
@@ -439,7 +450,7 @@ class EventFormatter:
             )
             real_verdict = "unexpected drop" if allowed else "drop"
             false_verdict = "false drop" if allowed else "policy line only"
-            if len(self._flows) > 65536:
+            if len(self._flows) > 1 << 19:
                 self._flows.clear()
             known = self._flows[flow_key] = (
                 f'"node": {_json_text(node)}, "source": "{source}", '
@@ -569,6 +580,7 @@ def _read_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, bool] | 
     except OSError as error:
         raise LogFileError(f"{path}: cannot read: {error.strerror or error}") from None
     pending = b""
+    first_read_done = False
     read = getattr(stream, "read1", stream.read)
     try:
         parts: list[bytes] = []
@@ -577,6 +589,8 @@ def _read_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, bool] | 
             try:
                 block = read(chunk_bytes)
             except (OSError, EOFError) as error:
+                if not first_read_done:
+                    check_gzip_start(path, error)
                 # A truncated .gz: the full path reads every whole line before the error
                 # and loses the partial one.
                 data = pending + b"".join(parts)
@@ -585,6 +599,7 @@ def _read_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, bool] | 
                     yield data[: cut + 1], False
                 yield _FileEnd(name, f"file ends badly: {error}")
                 return
+            first_read_done = True
             if not block:
                 break
             parts.append(block)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -18,9 +19,11 @@ from k3s_netpol.logs import (
     EventJoiner,
     EventView,
     FlowSummary,
+    LogChangedError,
     LogFileError,
     LogRecord,
     ParseStats,
+    distinct_files,
     follow_records,
     iter_file_records,
     parse_time_bound,
@@ -101,6 +104,18 @@ class _RunFailed(click.ClickException):
     exit_code = 3
 
 
+EXIT_INTERRUPTED = 130
+EXIT_OUTPUT_CLOSED = 141  # as a tool killed by SIGPIPE: what `| head` expects, quietly
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that the final flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        descriptor = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(descriptor, sys.stdout.fileno())
+        os.close(descriptor)
+
+
 @click.command("logs")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per drop event (per line).")
@@ -159,6 +174,7 @@ def logs_command(
       k3s-netpol logs --inventory inventory/hosts.yml --namespace tenant-a --since 10m
       k3s-netpol logs -f /var/log/ulog/syslogemu.log --policy tenant-a/deny-by-default
     """
+    ctx = click.get_current_context()
     if not files and not inventory:
         raise click.UsageError("name at least one log FILE, or --inventory INV")
     if follow and summary:
@@ -178,12 +194,21 @@ def logs_command(
         )
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--since/--until") from None
-    enricher = Enricher(_load_snapshot(snapshot) if snapshot else None)
+    if event_filter.since and event_filter.until and event_filter.since > event_filter.until:
+        raise click.BadParameter(
+            f"--since {since} is after --until {until}: no event can match",
+            param_hint="--since/--until",
+        )
+    if pod is not None and (pod.count("/") != 1 or pod.startswith("/") or pod.endswith("/")):
+        raise click.BadParameter(f"{pod!r}: expected NAMESPACE/POD", param_hint="--pod")
     if pod is not None and not snapshot:
         raise click.UsageError("--pod needs --snapshot to know which address is which pod")
+    enricher = Enricher(_load_snapshot(snapshot) if snapshot else None)
 
     with contextlib.ExitStack() as cleanup:
-        paths = sorted(files, key=rotation_order)
+        paths, left_out = distinct_files(sorted(files, key=rotation_order))
+        for path, kept in left_out:
+            click.echo(f"k3s-netpol logs: {path} is the same file as {kept}: read once", err=True)
         nodes: dict[str, str] = {}
         if inventory:
             import tempfile
@@ -216,12 +241,23 @@ def logs_command(
                     if event_filter.accepts(view)
                 )
                 _output(views, as_json=as_json, summary=summary, top=top, follow=follow)
+        except LogChangedError as error:
+            _report(stats)
+            raise _RunFailed(f"{error}; the output above is incomplete") from None
         except LogFileError as error:
+            _report(stats)
             raise click.BadParameter(str(error), param_hint="FILE") from None
         except KeyboardInterrupt:
-            pass
-        finally:
             _report(stats)
+            if not follow:
+                click.echo(
+                    "k3s-netpol logs: interrupted (Ctrl-C): the output above is partial", err=True
+                )
+            ctx.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _silence_stdout()  # `| head` has what it wanted
+            ctx.exit(EXIT_OUTPUT_CLOSED)
+        _report(stats)
 
 
 def _load_snapshot(paths: tuple[Path, ...]) -> Any:
