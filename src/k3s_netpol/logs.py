@@ -533,24 +533,23 @@ class PacketJoiner:
     closed as it is, just before the line at first + window + 1: its pod-chain line never came
     (a false drop, or one the rate limit swallowed).
 
-    Items are (position, row, payload); `key_of(row)` and `prefix_of(row)` read a row, which is
-    a LogRecord on the full path and a field tuple on logscan's. Positions increase by one a
-    line (logscan's parent feeds a sparse subset, in order). With `collect`, a group keeps its
-    payloads (the records, or the origins).
+    Items are (position, row, payload): a row is a tuple whose last item is the packet key and
+    whose item `prefix_at` is the line's prefix (on the full path (prefix, key) of a LogRecord,
+    on logscan's its field tuple). Positions increase by one a line (logscan's parent feeds a
+    sparse subset, in order). With `collect`, a group keeps its payloads (the records, or the
+    (row, origin) pairs).
     """
 
     def __init__(
         self,
         window: int,
-        key_of: Callable[[Any], Any],
-        prefix_of: Callable[[Any], str],
+        prefix_at: int,
         emit: Emit,
         *,
         collect: bool,
     ) -> None:
         self.window = window
-        self.key_of = key_of
-        self.prefix_of = prefix_of
+        self.prefix_at = prefix_at
         self.emit = emit
         self.collect = collect
         self.open_groups: dict[Any, Group] = {}
@@ -560,13 +559,7 @@ class PacketJoiner:
         self, items: Iterable[tuple[int, Any, Any]], head: list[tuple[int, Any, Any]] | None = None
     ) -> None:
         """Join the items; lines of a key whose open group is HEAD go to `head` instead."""
-        window, key_of, prefix_of, emit, collect = (
-            self.window,
-            self.key_of,
-            self.prefix_of,
-            self.emit,
-            self.collect,
-        )
+        window, prefix_at, emit, collect = self.window, self.prefix_at, self.emit, self.collect
         open_groups, order = self.open_groups, self.order
         get_group = open_groups.get
         meanings = _PREFIX_CACHE
@@ -583,7 +576,7 @@ class PacketJoiner:
                     self.expire(position)
                     break
                 order.popleft()  # closed already
-            key = key_of(row)
+            key = row[-1]
             if current is not None and key == current_key:
                 group: Group | None = current
                 current = None
@@ -598,7 +591,7 @@ class PacketJoiner:
                             head.append((position, row, payload))
                         continue
                     del open_groups[key]
-            raw = prefix_of(row)
+            raw = row[prefix_at]
             meaning = meanings.get(raw) or prefix_meaning(raw)
             policy = meaning[0]
             if policy is not None:
@@ -656,14 +649,6 @@ class PacketJoiner:
             self.emit(order_key, group, False)
 
 
-def _record_key(record: LogRecord) -> tuple[Any, ...]:
-    return record.packet_key
-
-
-def _record_prefix(record: LogRecord) -> str:
-    return record.prefix
-
-
 def event_of_group(group: Group, real: bool) -> DropEvent:
     """The DropEvent of a group the full path joined (its payloads are the records)."""
     records: list[LogRecord] = group[2]
@@ -689,7 +674,7 @@ class EventJoiner:
     def __init__(self, window: int = JOIN_WINDOW) -> None:
         self.window = window
         self._finished: list[tuple[int, DropEvent]] = []
-        self._joiner = PacketJoiner(window, _record_key, _record_prefix, self._closed, collect=True)
+        self._joiner = PacketJoiner(window, 0, self._closed, collect=True)
         self._position = 0
 
     def _closed(self, order_key: int, group: Group, real: bool) -> None:
@@ -701,7 +686,7 @@ class EventJoiner:
 
     def add_positioned(self, record: LogRecord) -> list[tuple[int, DropEvent]]:
         """Like `add`, each event paired with the position of its first record."""
-        self._joiner.feed(((self._position, record, record),))
+        self._joiner.feed(((self._position, (record.prefix, record.packet_key), record),))
         self._position += 1
         finished, self._finished = self._finished, []
         return finished

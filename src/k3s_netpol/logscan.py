@@ -39,6 +39,7 @@ import shutil
 import signal
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,9 +288,7 @@ def summary_entry(group: Group, real: bool) -> EventClass:
 
 
 def _joiner(layout: _Layout, window: int, emit: Emit, *, collect: bool) -> PacketJoiner:
-    return PacketJoiner(
-        window, layout.key, operator.itemgetter(layout.prefix), emit, collect=collect
-    )
+    return PacketJoiner(window, layout.prefix, emit, collect=collect)
 
 
 # --summary counts events by class: ("src DST=dst", protocol, port, policies, real, node) ->
@@ -297,6 +296,16 @@ def _joiner(layout: _Layout, window: int, emit: Emit, *, collect: bool) -> Packe
 # handful of classes; per-flow work waits until the flows to print are known (summary_flows).
 EventClass = tuple[str, str, str, tuple[str, ...], bool, str | None]
 Tallies = dict[EventClass, list[int]]
+
+
+def _tallies_of(orders: list[int], classes: list[EventClass]) -> Tallies:
+    """The tallies of events of these classes, closed at these (increasing) order keys."""
+    # Counting and finding each class's first order key at C speed: a dict keeps the value
+    # written last, so the reversed pairs leave each class its first key.
+    firsts = dict(zip(reversed(classes), reversed(orders), strict=True))
+    return {
+        event_class: [firsts[event_class], count] for event_class, count in Counter(classes).items()
+    }
 
 
 def _merge_tallies(into: Tallies, worker: Tallies, base: int) -> None:
@@ -319,8 +328,7 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
     events = task.mode == "events"
     keys: list[int] = []
     payloads: list[Any] = []
-    counts: Tallies = {}
-    emit = _WORKER.emitter(task.mode, keys, payloads, counts)
+    emit = _WORKER.emitter(task.mode, keys, payloads)
     joiner = _joiner(layout, task.window, emit, collect=events)
     head_end = min(2 * task.window, len(rows))
     joiner.open_groups.update(dict.fromkeys(map(layout.key, rows[:head_end]), HEAD))
@@ -341,7 +349,7 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
         records=len(rows),
         garbled=garbled,
         keys=keys,
-        payloads=payloads if events else [counts],
+        payloads=payloads if events else [_tallies_of(keys, payloads)],
         ends=ends,
         head=head,
         open_groups=[group for group in joiner.open_groups.values() if group is not HEAD],
@@ -530,10 +538,17 @@ def _tallier(counts: Tallies) -> Emit:
 class _WorkerState:
     formatter: EventFormatter | None = None
 
-    def emitter(self, mode: str, keys: list[int], payloads: list[Any], counts: Tallies) -> Emit:
-        """Where a joiner's closed events go: JSON lines and their order keys, or tallies."""
+    def emitter(self, mode: str, keys: list[int], payloads: list[Any]) -> Emit:
+        """Where a worker's closed events go: JSON lines, or event classes (see Tallies),
+        with their order keys."""
         if mode == "summary":
-            return _tallier(counts)
+
+            def note(order_key: int, group: Group, real: bool) -> None:
+                row = group[3]
+                keys.append(order_key)
+                payloads.append((row[2], row[4], row[6], tuple(group[1]), real, row[0]))
+
+            return note
         assert self.formatter is not None
         close = self.formatter.close
 
