@@ -411,3 +411,28 @@ def test_the_benchmark_data_parses_without_garbled_lines_and_joins(tmp_path):
     assert " MARK=0x20000" in text
     retransmitted = Counter((event.source_port, event.tcp_seq) for event in events if event.real)
     assert max(retransmitted.values()) > 1, "a blocked SYN is sent again with a new IP ID"
+
+
+def test_a_file_truncated_while_the_full_path_reads_it_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "syslogemu.log"
+    bench_logs().write_synthetic(path, 2000)
+    stats = logs.ParseStats()
+    records = logs.iter_file_records(path, stats)
+    next(records)
+    with open(path, "r+b") as stream:
+        stream.truncate(0)
+    with pytest.raises(logs.LogChangedError, match=r"syslogemu\.log: shrank from \d+ bytes to 0"):
+        list(records)
+
+
+def test_read_records_takes_one_path_as_one_path():
+    records, stats = read_records(str(DATA / "syslogemu.log"))
+    assert (len(records), stats.files) == (6, [str(DATA / "syslogemu.log")])
+    assert read_records(DATA / "syslogemu.log")[0] == records
+
+
+def test_a_gz_that_is_not_gzip_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "syslogemu.log.1.gz"
+    path.write_bytes((DATA / "syslogemu.log").read_bytes())
+    with pytest.raises(logs.LogFileError, match=r"syslogemu\.log\.1\.gz: not a gzip file"):
+        read_records([path])

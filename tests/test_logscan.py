@@ -6,6 +6,7 @@ import gzip
 import json
 import random
 import re
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -343,3 +344,64 @@ def test_the_cli_takes_the_fast_path_and_prints_what_the_full_path_prints(monkey
     filtered = CliRunner().invoke(main, ["logs", *files, "--json", "--policy", "tenant-b/x"])
     assert filtered.exit_code == 0
     assert calls == ["events", "summary"], "a filter takes the full path"
+
+
+def _rotating_on_first_chunk(monkeypatch, path: Path, how: str) -> list[str]:
+    """Rotate `path` once the parent has taken the first chunk, while workers read the rest."""
+    rotated: list[str] = []
+    real_take = logscan._Merger.take
+
+    def take(self, result):
+        if not rotated:
+            rotated.append(how)
+            if how == "rename":  # logrotate's default: rename, then a new empty file
+                path.rename(path.with_name(path.name + ".1"))
+                path.write_bytes(b"")
+            else:  # copytruncate: copy, then truncate the file in place
+                shutil.copyfile(path, path.with_name(path.name + ".1"))
+                with open(path, "r+b") as stream:
+                    stream.truncate(0)
+        return real_take(self, result)
+
+    monkeypatch.setattr(logscan._Merger, "take", take)
+    return rotated
+
+
+@pytest.mark.parametrize("mode", ["summary", "events"])
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_file_renamed_during_a_scan_is_read_whole_through_the_one_open_file(
+    tmp_path, monkeypatch, mode, jobs
+):
+    monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 0)
+    path = tmp_path / "syslogemu.log"
+    bench_logs().write_synthetic(path, 6000)
+    expected_lines, expected_flows, expected_stats = full_path([path])
+    rotated = _rotating_on_first_chunk(monkeypatch, path, "rename")
+    stats = ParseStats()
+    out: list = []
+    logscan.scan(
+        [path], {}, stats, mode, out.extend, enricher=_enricher(), jobs=jobs, chunk_bytes=50_000
+    )
+    assert rotated
+    assert stats.lines == expected_stats["lines"] == 6000
+    if mode == "events":
+        assert b"".join(out).decode().splitlines(keepends=True) == expected_lines
+    else:
+        flows = logscan.summary_flows(out[0], _enricher(), None)
+        assert [flow.to_dict() for flow in flows] == expected_flows
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_file_truncated_during_a_scan_fails_with_exit_3_naming_it(tmp_path, monkeypatch, jobs):
+    monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setitem(logscan.CHUNK_BYTES, "summary", 50_000)
+    path = tmp_path / "syslogemu.log"
+    bench_logs().write_synthetic(path, 6000)
+    rotated = _rotating_on_first_chunk(monkeypatch, path, "copytruncate")
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["logs", str(path), "--summary", "--jobs", str(jobs)])
+    assert rotated
+    assert result.exit_code == 3, result.output
+    assert f"{path}: shrank" in result.stderr
+    assert "copytruncate" in result.stderr

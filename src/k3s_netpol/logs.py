@@ -58,6 +58,13 @@ class LogChangedError(LogFileError):
     """A log file that changed under the reader (truncated, rotated in place) while it was read,
     so that what was read may not be what the file held; the message names the file."""
 
+    @classmethod
+    def of(cls, name: str, how: str) -> LogChangedError:
+        return cls(
+            f"{name}: {how} while it was read (truncated, or rotated with copytruncate?); "
+            "read it again, or read the rotated copy"
+        )
+
 
 @dataclass(frozen=True)
 class LogRecord:
@@ -379,6 +386,8 @@ def iter_file_records(
     stats.files.append(name)
     number = 0
     with open_log(path) as stream:
+        plain = Path(path).suffix != ".gz"
+        size_at_open = os.fstat(stream.fileno()).st_size if plain else 0
         try:
             for number, line in enumerate(stream, 1):
                 stats.lines += 1
@@ -397,6 +406,8 @@ def iter_file_records(
                 check_gzip_start(path, error)
             # A truncated .gz or a file that vanished while reading: keep what was read.
             stats.note_garbled(f"{name}:{stats.lines}", f"file ends badly: {error}")
+        if plain and (size := os.fstat(stream.fileno()).st_size) < size_at_open:
+            raise LogChangedError.of(name, f"shrank from {size_at_open} bytes to {size}")
 
 
 def check_gzip_start(path: str | Path, error: BaseException) -> None:

@@ -53,6 +53,7 @@ from k3s_netpol.logs import (
     Enricher,
     FlowSummary,
     Group,
+    LogChangedError,
     LogFileError,
     LogParseError,
     LogRecord,
@@ -175,11 +176,15 @@ def row_of_record(record: LogRecord, mode: str) -> Row:
 
 
 class FileRange(NamedTuple):
-    """Bytes [start, end) of a file, read by the worker itself (end is just after a newline)."""
+    """Bytes [start, end) of a file the parent holds open, read by a worker through the
+    parent's descriptor (`source`, /proc/PID/fd/N: the same file even after a rename); end is
+    just after a newline but for the file's last range."""
 
-    path: str
+    name: str
+    source: str
     start: int
     end: int
+    last: bool
 
 
 class ChunkTask(NamedTuple):
@@ -583,6 +588,8 @@ def _init_worker(formatter: EventFormatter | None) -> None:
 class _FileEnd(NamedTuple):
     name: str
     error: str | None  # why reading stopped early ("file ends badly"), else None
+    stream: IO[bytes] | None = None  # the file the workers read through, closed at its end
+    size: int = 0  # its size when its ranges were cut
 
 
 def _read_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, bool] | _FileEnd]:
@@ -597,7 +604,10 @@ def _read_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, bool] | 
     pending = b""
     first_read_done = False
     read = getattr(stream, "read1", stream.read)
+    plain = path.suffix != ".gz"
     try:
+        size_at_open = os.fstat(stream.fileno()).st_size if plain else 0
+        total = 0
         parts: list[bytes] = []
         size = 0
         while True:
@@ -619,6 +629,7 @@ def _read_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, bool] | 
                 break
             parts.append(block)
             size += len(block)
+            total += len(block)
             if size < chunk_bytes:
                 continue
             data = pending + b"".join(parts)
@@ -629,6 +640,8 @@ def _read_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, bool] | 
                 continue
             yield data[: cut + 1], False
             pending = data[cut + 1 :]
+        if total < size_at_open:
+            raise LogChangedError.of(name, f"shrank from {size_at_open} bytes to {total}")
         data = pending + b"".join(parts)
         if data:
             yield data, True
@@ -637,40 +650,44 @@ def _read_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, bool] | 
         stream.close()
 
 
-def _plain_ranges(path: Path, chunk_bytes: int) -> list[FileRange]:
-    """Split a plain file at newlines into ranges of about chunk_bytes."""
-    name = str(path)
-    try:
-        with open(path, "rb") as stream:
-            size = os.fstat(stream.fileno()).st_size
-            ranges: list[FileRange] = []
-            start = 0
-            while start < size:
-                end = start + chunk_bytes
-                while end < size:
-                    stream.seek(end)
-                    block = stream.read(1 << 16)
-                    newline = block.find(b"\n")
-                    if newline >= 0:
-                        end += newline + 1
-                        break
-                    end += len(block) or size
-                ranges.append(FileRange(name, start, min(end, size)))
-                start = min(end, size)
-            return ranges
-    except OSError as error:
-        raise LogFileError(f"{path}: cannot read: {error.strerror or error}") from None
+def _plain_ranges(name: str, stream: IO[bytes], size: int, chunk_bytes: int) -> list[FileRange]:
+    """Split the first `size` bytes of an open plain file at newlines into ranges of about
+    chunk_bytes, for workers to read through the parent's descriptor."""
+    source = f"/proc/{os.getpid()}/fd/{stream.fileno()}"
+    ranges: list[FileRange] = []
+    start = 0
+    while start < size:
+        end = start + chunk_bytes
+        while end < size:
+            block = os.pread(stream.fileno(), 1 << 16, end)
+            newline = block.find(b"\n")
+            if newline >= 0:
+                end += newline + 1
+                break
+            end += len(block) or size
+        end = min(end, size)
+        ranges.append(FileRange(name, source, start, end, end == size))
+        start = end
+    return ranges
 
 
 def _chunk_data(data: bytes | FileRange) -> bytes:
     if isinstance(data, bytes):
         return data
+    length = data.end - data.start
     try:
-        with open(data.path, "rb") as stream:
-            stream.seek(data.start)
-            return stream.read(data.end - data.start)
+        descriptor = os.open(data.source, os.O_RDONLY)
+        try:
+            block = os.pread(descriptor, length, data.start)
+        finally:
+            os.close(descriptor)
     except OSError as error:
-        raise LogFileError(f"{data.path}: cannot read: {error.strerror or error}") from None
+        raise LogFileError(f"{data.name}: cannot read: {error.strerror or error}") from None
+    if len(block) < length:
+        raise LogChangedError.of(data.name, f"shrank below {data.end} bytes")
+    if not data.last and not block.endswith(b"\n"):
+        raise LogChangedError.of(data.name, f"changed at byte {data.end}")
+    return block
 
 
 def _range_line_count(data: FileRange) -> int:
@@ -782,11 +799,23 @@ def _chunks(
                 data, last = chunk
                 yield data, last, _line_count(data) if mode == "events" else 0
         return
-    ranges = _plain_ranges(path, chunk_bytes)
-    counts = pool.map(_range_line_count, ranges) if mode == "events" else [0] * len(ranges)
-    for index, (file_range, lines) in enumerate(zip(ranges, counts, strict=True)):
-        yield file_range, index == len(ranges) - 1, lines
-    yield _FileEnd(str(path), None)
+    name = str(path)
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - closed with the file's _FileEnd
+    except OSError as error:
+        raise LogFileError(f"{path}: cannot read: {error.strerror or error}") from None
+    end = _FileEnd(name, None, stream)
+    try:
+        size = os.fstat(stream.fileno()).st_size
+        end = end._replace(size=size)
+        ranges = _plain_ranges(name, stream, size, chunk_bytes)
+        counts = pool.map(_range_line_count, ranges) if mode == "events" else [0] * len(ranges)
+    except BaseException:
+        stream.close()
+        raise
+    for file_range, lines in zip(ranges, counts, strict=True):
+        yield file_range, file_range.last, lines
+    yield end
 
 
 def _jobs() -> int:
@@ -852,6 +881,8 @@ def scan(
                 file_lines = 0
                 if item.error is not None:
                     stats.note_garbled(f"{item.name}:{stats.lines}", item.error)
+                if item.stream is not None:
+                    _close_checked(item)
                 continue
             name, from_chunk_start, outcome = item
             result: ChunkResult = outcome.get() if pool is not None else outcome
@@ -908,6 +939,20 @@ def scan(
             pool.join()
         if spool is not None:
             shutil.rmtree(spool, ignore_errors=True)
+        for item in in_flight:
+            if isinstance(item, _FileEnd) and item.stream is not None:
+                item.stream.close()
+
+
+def _close_checked(end: _FileEnd) -> None:
+    """Close a file the workers read through; one that shrank meanwhile lost lines."""
+    assert end.stream is not None
+    try:
+        size = os.fstat(end.stream.fileno()).st_size
+    finally:
+        end.stream.close()
+    if size < end.size:
+        raise LogChangedError.of(end.name, f"shrank from {end.size} bytes to {size}")
 
 
 @_no_cycle_collector()

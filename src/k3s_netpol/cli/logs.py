@@ -206,9 +206,10 @@ def logs_command(
     enricher = Enricher(_load_snapshot(snapshot) if snapshot else None)
 
     with contextlib.ExitStack() as cleanup:
-        paths, left_out = distinct_files(sorted(files, key=rotation_order))
+        distinct, left_out = distinct_files(files)
         for path, kept in left_out:
             click.echo(f"k3s-netpol logs: {path} is the same file as {kept}: read once", err=True)
+        paths = sorted(distinct, key=rotation_order)
         nodes: dict[str, str] = {}
         if inventory:
             import tempfile
