@@ -978,60 +978,166 @@ def summarize(views: Iterable[EventView], top: int | None = 10) -> list[FlowSumm
 
 # --- follow mode --------------------------------------------------------------------------
 
+FOLLOW_BLOCK = 1 << 20
+# The bytes before the read position that say the file is still the one read (not truncated
+# and written again past that position within one poll).
+FINGERPRINT_BYTES = 256
+# A renamed file is still read until it has been quiet this many polls: its writer goes on
+# writing to it until it reopens the path (ulogd2 on SIGHUP, in logrotate's postrotate).
+RETIRED_QUIET_POLLS = 8
+
+
+class _OpenFile:
+    """One open file of a followed path: where reading got to (just after a line end) and the
+    bytes before that position."""
+
+    def __init__(self, path: Path, descriptor: int, offset: int, line_number: int = 0) -> None:
+        self.path = path
+        self.descriptor = descriptor
+        self.inode = os.fstat(descriptor).st_ino
+        self.offset = offset
+        self.line_number = line_number
+        self.fingerprint = self._bytes_before(offset)
+        self.quiet_polls = 0
+
+    def _bytes_before(self, offset: int) -> bytes:
+        start = max(0, offset - FINGERPRINT_BYTES)
+        return os.pread(self.descriptor, offset - start, start)
+
+    def rewritten(self) -> bool:
+        """Truncated since the last read (perhaps written again past the read position)."""
+        if os.fstat(self.descriptor).st_size < self.offset:
+            return True
+        return self._bytes_before(self.offset) != self.fingerprint
+
+    def read_lines(self, *, final: bool = False) -> list[tuple[str, str]]:
+        """(origin, line) of the whole lines appended since the last read; with `final`, an
+        unterminated last line too."""
+        blocks: list[bytes] = []
+        offset = self.offset
+        while True:
+            block = os.pread(self.descriptor, FOLLOW_BLOCK, offset)
+            if not block:
+                break
+            blocks.append(block)
+            offset += len(block)
+        data = b"".join(blocks)
+        end = len(data) if final else data.rfind(b"\n") + 1
+        if end <= 0:
+            return []
+        if self.rewritten():  # what was read may be the new content: read again from 0
+            return []
+        lines = data[:end].decode("utf-8", errors="replace").splitlines()
+        self.offset += end
+        self.fingerprint = self._bytes_before(self.offset)
+        first = self.line_number + 1
+        self.line_number += len(lines)
+        return [(f"{self.path}:{first + index}", line) for index, line in enumerate(lines)]
+
+    def close(self) -> None:
+        os.close(self.descriptor)
+
+
+def _open_followed(path: Path, *, at_end: bool) -> _OpenFile | None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    offset = 0
+    if at_end:
+        size = os.fstat(descriptor).st_size
+        tail = os.pread(descriptor, 1 << 16, max(0, size - (1 << 16)))
+        offset = size - len(tail) + tail.rfind(b"\n") + 1
+    return _OpenFile(path, descriptor, offset)
+
+
+def _rotated_copy(current: _OpenFile) -> _OpenFile | None:
+    """The copy logrotate's copytruncate made of the file before truncating it: a file beside
+    it named after it (name.1, name-20261127) that holds the same bytes before the read
+    position. Newest first."""
+    path = current.path
+    try:
+        siblings = [
+            entry
+            for entry in path.parent.iterdir()
+            if entry.name.startswith(path.name)
+            and entry.name != path.name
+            and not entry.name.endswith(".gz")
+        ]
+        siblings.sort(key=lambda entry: entry.stat().st_mtime, reverse=True)
+    except OSError:
+        return None
+    for sibling in siblings:
+        copy = _open_followed(sibling, at_end=False)
+        if copy is None:
+            continue
+        if copy._bytes_before(current.offset) == current.fingerprint:
+            copy.offset, copy.line_number = current.offset, current.line_number
+            copy.fingerprint = current.fingerprint
+            return copy
+        copy.close()
+    return None
+
 
 class _FollowedFile:
+    """A followed path across rotation.
+
+    Rename (logrotate's default): the old file is read to its end, and on while its writer
+    still writes to it, until it has been quiet for RETIRED_QUIET_POLLS polls; the new file is
+    read from its start. Copytruncate: a file shorter than the read position, or whose bytes
+    before it changed (it was truncated and written again past it within one poll), is read
+    again from its start, after the lines appended before the copy are read from the copy.
+    """
+
     def __init__(self, path: Path, from_start: bool) -> None:
         self.path = path
-        self.stream: IO[str] | None = None
-        self.inode: int | None = None
-        self.line_number = 0
-        self.partial = ""
-        self._open(from_start)
+        self.current = _open_followed(path, at_end=not from_start)
+        self.retired: list[_OpenFile] = []
 
-    def _open(self, from_start: bool) -> None:
+    def read_lines(self) -> list[tuple[str, str]]:
+        lines: list[tuple[str, str]] = []
+        for old in list(self.retired):
+            appended = old.read_lines()
+            old.quiet_polls = 0 if appended else old.quiet_polls + 1
+            lines.extend(appended)
+            if old.quiet_polls >= RETIRED_QUIET_POLLS:
+                lines.extend(old.read_lines(final=True))
+                old.close()
+                self.retired.remove(old)
+        current = self.current
+        if current is not None:
+            if current.rewritten():
+                lines.extend(self._restart(current))
+            lines.extend(current.read_lines())
         try:
-            stream = open_log(self.path)
-            self.inode = os.fstat(stream.fileno()).st_ino if self.path.suffix != ".gz" else None
-        except (LogFileError, OSError):
-            self.stream = None
-            return
-        if not from_start:
-            stream.seek(0, os.SEEK_END)
-        self.stream = stream
-        self.line_number = 0
-        self.partial = ""
-
-    def read_lines(self) -> list[tuple[int, str]]:
-        lines = self._drain()
-        try:
-            status = os.stat(self.path)
+            inode = os.stat(self.path).st_ino
         except OSError:
-            return lines
-        rotated = self.stream is None or status.st_ino != self.inode
-        truncated = not rotated and self.stream is not None and status.st_size < self.stream.tell()
-        if rotated or truncated:
-            if self.stream is not None:
-                self.stream.close()
-            self._open(from_start=True)
-            lines.extend(self._drain())
+            return lines  # renamed and not created again yet
+        if current is None or inode != current.inode:
+            if current is not None:
+                lines.extend(current.read_lines())
+                self.retired.append(current)
+            self.current = _open_followed(self.path, at_end=False)
+            if self.current is not None:
+                lines.extend(self.current.read_lines())
         return lines
 
-    def _drain(self) -> list[tuple[int, str]]:
-        if self.stream is None:
-            return []
-        lines: list[tuple[int, str]] = []
-        for chunk in iter(self.stream.readline, ""):
-            if not chunk.endswith("\n"):
-                self.partial += chunk
-                break
-            self.line_number += 1
-            lines.append((self.line_number, self.partial + chunk))
-            self.partial = ""
+    def _restart(self, current: _OpenFile) -> list[tuple[str, str]]:
+        """Copytruncate: the lines the copy holds past the read position, then from 0."""
+        lines: list[tuple[str, str]] = []
+        copy = _rotated_copy(current)
+        if copy is not None:
+            lines = copy.read_lines(final=True)
+            copy.close()
+        current.offset = 0
+        current.line_number = 0
+        current.fingerprint = b""
         return lines
 
     def close(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
+        for item in [self.current, *self.retired]:
+            if item is not None:
+                item.close()
 
 
 def follow_records(
@@ -1045,20 +1151,25 @@ def follow_records(
 ) -> Iterator[LogRecord | None]:
     """Yield records as lines are appended, across rotation (rename or copytruncate).
 
+    A `.gz` file is read once (whole, even without from_start): nothing is appended to it.
     Yields None after each quiet poll, so a caller can flush events whose last line came.
     """
-    followed = [_FollowedFile(Path(path), from_start) for path in paths]
+    for path in paths:
+        if Path(path).suffix == ".gz":
+            yield from iter_file_records(path, stats, (nodes or {}).get(str(path)))
+    followed = [
+        _FollowedFile(Path(path), from_start) for path in paths if Path(path).suffix != ".gz"
+    ]
     try:
         while not should_stop():
             quiet = True
             for item in followed:
                 node = (nodes or {}).get(str(item.path))
-                for number, line in item.read_lines():
+                for origin, line in item.read_lines():
                     stats.lines += 1
                     if not line.strip():
                         continue
                     quiet = False
-                    origin = f"{item.path}:{number}"
                     try:
                         record = parse_line(line, origin, node)
                     except LogParseError as error:
