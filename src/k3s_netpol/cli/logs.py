@@ -125,7 +125,12 @@ def _silence_stdout() -> None:
 @click.option("--policy", metavar="NS/NAME", help="Only events a line of which names this policy.")
 @click.option("--since", metavar="TIME", help="ISO date-time, HH:MM (today) or 10m/2h/1d ago.")
 @click.option("--until", metavar="TIME", help="Same forms as --since.")
-@click.option("--follow", "-f", is_flag=True, help="Keep reading appended lines, across rotation.")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Keep reading appended lines, across rename and copytruncate rotation.",
+)
 @click.option(
     "--snapshot",
     multiple=True,
@@ -162,9 +167,16 @@ def logs_command(
 ) -> None:
     """Explain policy drops logged by ulogd2 (LOGEMU or JSON lines; plain, .1 or .gz).
 
-    Joins the lines of each dropped packet (the `DROP by policy ns/name` lines and the pod
-    chain's unprefixed line) into one event. An event without the unprefixed line is a false
-    drop (k3s #9032) or lost its line to the rate limit. Garbled lines are counted on stderr.
+    Joins the lines of each dropped packet on one node (the `DROP by policy ns/name` lines and
+    the pod chain's unprefixed line) into one event; a bridged packet that passes the pod chains
+    twice is one event with two passes. An event without the unprefixed line is a false drop
+    (k3s #9032) or lost its line to the rate limit. Garbled lines (impossible addresses and
+    ports too) are counted on stderr. A file named twice (by any path) is read once.
+
+    --follow reads a .gz once and follows the others across rename and copytruncate rotation.
+    Exit status: 0 ok; 2 bad input (a file that cannot be read, a .gz that is not gzip, a bad
+    option); 3 a file shrank while it was read (the output is incomplete) or gathering failed;
+    130 Ctrl-C (the output is partial); 141 standard output closed by its reader (| head).
 
     \b
     Examples:
