@@ -202,18 +202,23 @@ def test_the_shipped_logs_give_the_same_events_summary_and_counts(splitter):
 
 
 @pytest.mark.parametrize(
-    ("window", "jobs", "chunk_bytes"),
+    ("window", "jobs", "chunk_bytes", "slice_bytes"),
     [
-        (JOIN_WINDOW, 1, None),  # one chunk, in process
-        (16, 1, 2_000),  # chunks shorter than the head: the parent joins everything
-        (16, 2, 40_000),  # workers: events cut by chunk ends, groups aged across them
-        (64, 2, 9_000),
+        (JOIN_WINDOW, 1, None, None),  # one chunk, in process
+        (16, 1, 2_000, None),  # chunks shorter than the head: the parent joins everything
+        (16, 2, 40_000, None),  # workers: events cut by chunk ends, groups aged across them
+        (64, 2, 9_000, None),
+        (16, 2, 200_000, 7_000),  # workers read their chunks a slice at a time
+        (64, 2, None, 20_000),  # --summary: one chunk a worker
     ],
 )
 def test_a_mixed_file_gives_the_same_results_however_it_is_chunked(
-    tmp_path, monkeypatch, splitter, window, jobs, chunk_bytes
+    tmp_path, monkeypatch, splitter, window, jobs, chunk_bytes, slice_bytes
 ):
     monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(logscan.threading, "active_count", lambda: 1)  # fork: patches carry over
+    if slice_bytes:
+        monkeypatch.setattr(logscan, "SLICE_BYTES", slice_bytes)
     path = tmp_path / "syslogemu.log"
     path.write_bytes("".join(mixed_lines(4000, seed=window + jobs)).encode())
     expected = _assert_same([path], window=window, jobs=jobs, chunk_bytes=chunk_bytes)

@@ -4,7 +4,7 @@
  * rows(data, events) reads ulogd2 LOGEMU lines (bytes) and accepts only lines logscan's
  * canonical regex (_canonical_logemu) accepts, returning the same groups: for events
  * (stamp, node, prefix, "src DST=dst", id, proto, spt, dpt, seq, tail, mark), otherwise
- * (node, prefix, "src DST=dst", id, proto, spt, dpt, seq); an absent SEQ is "". Each row ends
+ * (node, prefix, "src DST=dst", proto, dpt); an absent SEQ is "". Each row ends
  * with the packet's key: node, "src DST=dst", id, proto, spt, dpt and seq joined by "\n". Addresses
  * are IPv4 (parts 0 to 255, no leading zero) and ports 0 to 65535, or the line is left. A line
  * with a byte beyond ASCII is left to the regex (None), as is a chunk holding a carriage return.
@@ -273,7 +273,7 @@ static PyObject *ascii_text(Span span) {
 
 static const int EVENT_FIELDS[] = {STAMP, NODE, PREFIX, ADDRESSES, ID, PROTO,
                                    SPT,   DPT,  SEQ,    TAIL,      MARK};
-static const int SUMMARY_FIELDS[] = {NODE, PREFIX, ADDRESSES, ID, PROTO, SPT, DPT, SEQ};
+static const int SUMMARY_FIELDS[] = {NODE, PREFIX, ADDRESSES, PROTO, DPT};
 
 /* Fields that repeat from line to line share one string object per value (and so its cached
    hash); a small direct-mapped table per field, alive for one call. */
@@ -332,7 +332,7 @@ static PyObject *packet_key(const Span fields[FIELDS]) {
 
 static PyObject *row_of(SharedTable shared, const Span fields[FIELDS], int events) {
     const int *order = events ? EVENT_FIELDS : SUMMARY_FIELDS;
-    Py_ssize_t count = events ? 11 : 8;
+    Py_ssize_t count = events ? 11 : 5;
     PyObject *row = PyTuple_New(count + 1);
     if (row == NULL) {
         return NULL;

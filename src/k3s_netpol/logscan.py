@@ -69,6 +69,9 @@ if TYPE_CHECKING:
 # --summary merges each chunk's per-flow tallies in the parent: fewer, bigger chunks.
 CHUNK_BYTES = {"events": 16 << 20, "summary": 32 << 20}
 PARALLEL_MIN_BYTES = 32 << 20
+# A worker reads and splits its chunk this much at a time (a --summary chunk is a worker's
+# whole share of the input: one tally per worker to send back and merge).
+SLICE_BYTES = 16 << 20
 
 try:
     from k3s_netpol import _logemu
@@ -110,8 +113,9 @@ def _canonical_logemu(*, stamp: bool, tail: bool) -> re.Pattern[str]:
 
 
 # Rows: --json (stamp, node, prefix, "src DST=dst", id, proto, spt, dpt, seq, tail, mark, key);
-# --summary (node, prefix, "src DST=dst", id, proto, spt, dpt, seq, key). Absent numbers are "".
-# The regex's groups are a row without its key. The key names the packet: its parts (node,
+# --summary (node, prefix, "src DST=dst", proto, dpt, key). Absent numbers are "". The regex's
+# groups are a --json row without its key (--summary: with id, spt and seq, which only its key
+# needs: see _Layout.fields). The key names the packet: its parts (node,
 # "src DST=dst", id, proto, spt, dpt, seq) joined by newlines, one string that hashes and
 # compares at C speed; a tuple of the parts when one is not a string without a newline.
 _EVENT_ROW = _canonical_logemu(stamp=True, tail=True)
@@ -122,17 +126,22 @@ PacketKey = str | tuple[Any, ...]
 
 class _Layout(NamedTuple):
     pattern: re.Pattern[str]
-    prefix: int
-    key_parts: Callable[[Row], tuple[Any, ...]]
+    prefix: int  # where a row holds the prefix
+    key_parts: Callable[[Row], tuple[Any, ...]]  # of the regex's groups
+    fields: Callable[[Row], tuple[Any, ...]] | None  # the groups a row keeps (None: all)
     key: Callable[[Row], PacketKey]
 
 
 _LAYOUTS = {
     "events": _Layout(
-        _EVENT_ROW, 2, operator.itemgetter(1, 3, 4, 5, 6, 7, 8), operator.itemgetter(11)
+        _EVENT_ROW, 2, operator.itemgetter(1, 3, 4, 5, 6, 7, 8), None, operator.itemgetter(-1)
     ),
     "summary": _Layout(
-        _SUMMARY_ROW, 1, operator.itemgetter(0, 2, 3, 4, 5, 6, 7), operator.itemgetter(8)
+        _SUMMARY_ROW,
+        1,
+        operator.itemgetter(0, 2, 3, 4, 5, 6, 7),
+        operator.itemgetter(0, 1, 2, 4, 6),
+        operator.itemgetter(-1),
     ),
 }
 
@@ -145,8 +154,9 @@ def packet_key(parts: tuple[Any, ...]) -> PacketKey:
 
 
 def _keyed(groups: tuple[Any, ...], layout: _Layout) -> Row:
-    """A row: the regex's groups (or a record's, in their places) and the packet key."""
-    return (*groups, packet_key(layout.key_parts(groups)))
+    """A row: the regex's groups (or a record's, in their places) it keeps, and the packet key."""
+    kept = groups if layout.fields is None else layout.fields(groups)
+    return (*kept, packet_key(layout.key_parts(groups)))
 
 
 def _text(value: int | None) -> str:
@@ -289,7 +299,7 @@ def chunk_rows(
 def summary_entry(group: Group, real: bool) -> EventClass:
     """What --summary keeps of an event: its class (see Tallies)."""
     row = group[3]
-    return (row[2], row[4], row[6], tuple(group[1]), real, row[0])
+    return (row[2], row[3], row[4], tuple(group[1]), real, row[0])
 
 
 def _joiner(layout: _Layout, window: int, emit: Emit, *, collect: bool) -> PacketJoiner:
@@ -327,20 +337,30 @@ def _merge_tallies(into: Tallies, worker: Tallies, base: int) -> None:
 
 
 def _scan_chunk(task: ChunkTask) -> ChunkResult:
-    """Worker: parse a chunk and join it from an empty state (positions relative to it)."""
-    rows, origins, garbled, line_count = chunk_rows(task, _chunk_data(task.data))
+    """Worker: parse a chunk and join it from an empty state (positions relative to it),
+    SLICE_BYTES at a time."""
     layout = _LAYOUTS[task.mode]
     events = task.mode == "events"
     keys: list[int] = []
     payloads: list[Any] = []
     emit = _WORKER.emitter(task.mode, keys, payloads)
     joiner = _joiner(layout, task.window, emit, collect=events)
-    head_end = min(2 * task.window, len(rows))
-    joiner.open_groups.update(dict.fromkeys(map(layout.key, rows[:head_end]), HEAD))
-    items: Iterable[Any] = zip(rows, origins, strict=True) if events else itertools.repeat(None)
-    positioned = zip(itertools.count(), rows, items)
-    head = list(itertools.islice(positioned, head_end))
-    joiner.feed(positioned, head=head)
+    head: list[tuple[int, Row, Any]] | None = None
+    garbled: list[tuple[int, str]] = []
+    line_count = records = 0
+    for data, last in _slices(task.data):
+        part = task._replace(line_base=task.line_base + line_count, final=task.final and last)
+        rows, origins, part_garbled, part_lines = chunk_rows(part, data)
+        garbled.extend(part_garbled)
+        items: Iterable[Any] = zip(rows, origins, strict=True) if events else itertools.repeat(None)
+        positioned = zip(itertools.count(records), rows, items)
+        if head is None:
+            head_end = min(2 * task.window, len(rows))
+            joiner.open_groups.update(dict.fromkeys(map(layout.key, rows[:head_end]), HEAD))
+            head = list(itertools.islice(positioned, head_end))
+        joiner.feed(positioned, head=head)
+        line_count += part_lines
+        records += len(rows)
     ends: list[int] = []
     if events:
         text = "".join(payloads)
@@ -351,12 +371,12 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
         payloads = [_spooled(text.encode(), task.spool)]
     return ChunkResult(
         lines=line_count,
-        records=len(rows),
+        records=records,
         garbled=garbled,
         keys=keys,
         payloads=payloads if events else [_tallies_of(keys, payloads)],
         ends=ends,
-        head=head,
+        head=head or [],
         open_groups=[group for group in joiner.open_groups.values() if group is not HEAD],
     )
 
@@ -543,8 +563,7 @@ def _tallier(counts: Tallies) -> Emit:
     get = counts.get
 
     def tally(order_key: int, group: Group, real: bool) -> None:
-        row = group[3]
-        event_class = (row[2], row[4], row[6], tuple(group[1]), real, row[0])
+        event_class = summary_entry(group, real)
         seen = get(event_class)
         if seen is None:
             counts[event_class] = [order_key, 1]
@@ -561,16 +580,7 @@ class _WorkerState:
     def emitter(self, mode: str, keys: list[int], payloads: list[Any]) -> Emit:
         """Where a worker's closed events go: JSON lines, or event classes (see Tallies),
         with their order keys."""
-        if mode == "summary":
-
-            def note(order_key: int, group: Group, real: bool) -> None:
-                row = group[3]
-                keys.append(order_key)
-                payloads.append((row[2], row[4], row[6], tuple(group[1]), real, row[0]))
-
-            return note
-        assert self.formatter is not None
-        close = self.formatter.close
+        close = self.closer(mode)
 
         def write(order_key: int, group: Group, real: bool) -> None:
             keys.append(order_key)
@@ -686,27 +696,46 @@ def _plain_ranges(name: str, stream: IO[bytes], size: int, chunk_bytes: int) -> 
     return ranges
 
 
-def _chunk_data(data: bytes | FileRange) -> bytes:
+def _slices(data: bytes | FileRange) -> Iterator[tuple[bytes, bool]]:
+    """A chunk's bytes, SLICE_BYTES or so at a time cut after a newline, and whether each is
+    the chunk's last; a range is read through the parent's descriptor."""
     if isinstance(data, bytes):
-        return data
-    length = data.end - data.start
+        yield data, True
+        return
     try:
         descriptor = os.open(data.source, os.O_RDONLY)
-        try:
-            block = os.pread(descriptor, length, data.start)
-        finally:
-            os.close(descriptor)
     except OSError as error:
         raise LogFileError(f"{data.name}: cannot read: {error.strerror or error}") from None
-    if len(block) < length:
-        raise LogChangedError.of(data.name, f"shrank below {data.end} bytes")
-    if not data.last and not block.endswith(b"\n"):
-        raise LogChangedError.of(data.name, f"changed at byte {data.end}")
-    return block
+    try:
+        start, pending = data.start, b""
+        while start < data.end:
+            length = min(SLICE_BYTES, data.end - start)
+            block = os.pread(descriptor, length, start)
+            if len(block) < length:
+                raise LogChangedError.of(data.name, f"shrank below {data.end} bytes")
+            start += length
+            if start == data.end:
+                if not data.last and not block.endswith(b"\n"):
+                    raise LogChangedError.of(data.name, f"changed at byte {data.end}")
+                yield pending + block, True
+                return
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                pending += block
+                continue
+            yield pending + block[:cut], False
+            pending = block[cut:]
+        yield pending, True
+    except OSError as error:
+        if isinstance(error, LogFileError):
+            raise
+        raise LogFileError(f"{data.name}: cannot read: {error.strerror or error}") from None
+    finally:
+        os.close(descriptor)
 
 
 def _range_line_count(data: FileRange) -> int:
-    return _line_count(_chunk_data(data))
+    return sum(_line_count(part) for part, _ in _slices(data))
 
 
 def _line_count(data: bytes) -> int:
@@ -872,6 +901,7 @@ def scan(
 
     Raises LogFileError naming a file that cannot be opened, after emitting what came before.
     """
+    explicit_chunks = chunk_bytes is not None
     chunk_bytes = chunk_bytes or CHUNK_BYTES[mode]
     formatter = EventFormatter(enricher) if mode == "events" else None
     _WORKER.formatter = formatter
@@ -919,6 +949,8 @@ def scan(
             if mode == "events":
                 with contextlib.suppress(OSError):
                     spool = tempfile.mkdtemp(prefix="k3s-netpol-logs-")
+            if mode == "summary" and not explicit_chunks:
+                chunk_bytes = max(chunk_bytes, -(-total_bytes // jobs))
             context = multiprocessing.get_context(method)
             pool = context.Pool(jobs, initializer=_init_worker, initargs=(formatter,))
         for path in paths:
