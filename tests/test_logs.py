@@ -143,6 +143,10 @@ def test_json_lines_carry_the_same_packet_as_logemu():
             '{"ip.protocol": 6, "src_ip": "10.0.0.1", "dest_ip": "10.0.0.2", "dest_port": 70000}',
             "dest_port: 70000 is not a port",
         ),
+        (
+            '{"ip.protocol": 6, "src_ip": "10.0.0.1", "dest_ip": "10.0.0.2", "hostname": "a\\nb"}',
+            "hostname: 'a\\nb' holds a control character",
+        ),
     ],
 )
 def test_bad_json_lines_raise_a_parse_error_naming_the_field(line, reason):

@@ -39,6 +39,7 @@ MONTHS = {
 JOIN_WINDOW = 256
 GARBLED_SAMPLES_KEPT = 20
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CLOCK = re.compile(r"\d\d:\d\d:\d\d\Z")
 _IPV4 = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}\Z")
 _IPV6 = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\Z")
@@ -303,6 +304,10 @@ def parse_json_line(line: str, origin: str = "", node: str | None = None) -> Log
     protocol = IP_PROTOCOL_NAMES.get(protocol_number, str(protocol_number))
     is_tcp = protocol == "TCP"
     prefix = (_json_str(document, "oob.prefix") or "").strip()
+    host = _json_str(document, "hostname", "host")
+    for name, value in (("oob.prefix", prefix), ("hostname", host)):
+        if value and _CONTROL.search(value):
+            raise LogParseError(f"{name}: {value!r} holds a control character")
     flags = (
         frozenset(name for name in TCP_FLAG_NAMES if document.get(f"tcp.{name.lower()}"))
         if is_tcp
@@ -310,7 +315,7 @@ def parse_json_line(line: str, origin: str = "", node: str | None = None) -> Log
     )
     return LogRecord(
         time=_json_str(document, "timestamp", "@timestamp"),
-        node=_json_str(document, "hostname", "host") or node,
+        node=host or node,
         prefix=prefix,
         policy=policy_of_prefix(prefix),
         in_interface=_json_str(document, "oob.in") or None,
@@ -607,8 +612,18 @@ class PacketJoiner:
             policy = meaning[0]
             if policy is not None:
                 if group is None:
-                    group = [position, [policy], [payload] if collect else None, row, [policy]]
-                    group += (1, key, True)
+                    # The first pass's policies are the policies named until a second pass.
+                    named = [policy]
+                    group = [
+                        position,
+                        named,
+                        [payload] if collect else None,
+                        row,
+                        named,
+                        1,
+                        key,
+                        True,
+                    ]
                     order.append(group)
                 else:
                     this_pass = group[4]

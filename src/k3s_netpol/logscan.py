@@ -299,17 +299,24 @@ def chunk_rows(
 def summary_entry(group: Group, real: bool) -> EventClass:
     """What --summary keeps of an event: its class (see Tallies)."""
     row = group[3]
-    return (row[2], row[3], row[4], tuple(group[1]), real, row[0])
+    return "\n".join([row[2], row[3], row[4], row[0] or "", "1" if real else "", *group[1]])
+
+
+def _flow_of(event_class: EventClass) -> tuple[str, str, str]:
+    addresses, protocol, port, _ = event_class.split("\n", 3)
+    return addresses, protocol, port
 
 
 def _joiner(layout: _Layout, window: int, emit: Emit, *, collect: bool) -> PacketJoiner:
     return PacketJoiner(window, layout.prefix, emit, collect=collect)
 
 
-# --summary counts events by class: ("src DST=dst", protocol, port, policies, real, node) ->
-# [order key of the first such event (where the full path emits it), events]. A flow has a
-# handful of classes; per-flow work waits until the flows to print are known (summary_flows).
-EventClass = tuple[str, str, str, tuple[str, ...], bool, str | None]
+# --summary counts events by class: "src DST=dst", protocol, port, node, "1" if real, and the
+# policies, joined by newlines (none of them holds one: the splitter's fields cannot, and
+# parse_json_line refuses them in a host name or prefix; a string hashes once, a tuple at
+# every look-up) -> [order key of the first such event (where the full path emits it), events].
+# A flow has a handful of classes; per-flow work waits until the flows to print are known.
+EventClass = str
 Tallies = dict[EventClass, list[int]]
 
 
@@ -325,6 +332,9 @@ def _tallies_of(orders: list[int], classes: list[EventClass]) -> Tallies:
 
 def _merge_tallies(into: Tallies, worker: Tallies, base: int) -> None:
     """Add a worker's tallies (order keys from its chunk's start) to the parent's."""
+    if not into and base == 0:
+        into.update(worker)
+        return
     get = into.get
     for event_class, (order, count) in worker.items():
         seen = get(event_class)
@@ -1013,14 +1023,14 @@ def summary_flows(tallies: Tallies, enricher: Enricher, top: int | None) -> list
     totals: dict[tuple[str, str, str], int] = {}
     get = totals.get
     for event_class, (_, count) in tallies.items():
-        flow_key = event_class[:3]
+        flow_key = _flow_of(event_class)
         totals[flow_key] = get(flow_key, 0) + count
     least = 0
     if top is not None and len(totals) > top:
         least = heapq.nlargest(top, totals.values())[-1]
     flows: dict[tuple[str, str, str], list[Any]] = {}
     for event_class, (order, count) in tallies.items():
-        flow_key = event_class[:3]
+        flow_key = _flow_of(event_class)
         events = totals[flow_key]
         if events < least:
             continue
@@ -1050,7 +1060,8 @@ def summary_flows(tallies: Tallies, enricher: Enricher, top: int | None) -> list
             flagged=events if expected == "allowed" else 0,
         )
         classes.sort(key=operator.itemgetter(0))
-        for _, count, (_, _, _, policies, real, node) in classes:
+        for _, count, event_class in classes:
+            _, _, _, node, real, *policies = event_class.split("\n")
             summary.real += count if real else 0
             for policy in policies:
                 summary.policies[policy] += count
