@@ -202,3 +202,15 @@ def test_ctrl_c_during_json_exits_130_saying_the_output_is_partial(tmp_path):
     assert process.returncode == 130, stderr
     assert b"interrupted (Ctrl-C): the output above is partial" in stderr
     assert b"Traceback" not in stderr
+
+
+def test_follow_on_a_gz_reads_it_once_and_ends(tmp_path):
+    import gzip
+
+    packed = tmp_path / "syslogemu.log.1.gz"
+    packed.write_bytes(gzip.compress((DATA / "syslogemu.log").read_bytes()))
+    result = subprocess.run(
+        _cli(str(packed), "--follow", "--json"), capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 4

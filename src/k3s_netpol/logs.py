@@ -1166,8 +1166,9 @@ def follow_records(
 ) -> Iterator[LogRecord | None]:
     """Yield records as lines are appended, across rotation (rename or copytruncate).
 
-    A `.gz` file is read once (whole, even without from_start): nothing is appended to it.
-    Yields None after each quiet poll, so a caller can flush events whose last line came.
+    A `.gz` file is read once (whole, even without from_start): nothing is appended to it; with
+    only .gz files, that is all. Yields None after each quiet poll, so a caller can flush events
+    whose last line came.
     """
     for path in paths:
         if Path(path).suffix == ".gz":
@@ -1175,6 +1176,8 @@ def follow_records(
     followed = [
         _FollowedFile(Path(path), from_start) for path in paths if Path(path).suffix != ".gz"
     ]
+    if not followed:
+        return
     try:
         while not should_stop():
             quiet = True

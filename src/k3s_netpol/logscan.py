@@ -4,7 +4,8 @@ logs.py parses one line into one LogRecord and joins records one by one: about a
 microseconds a line. Here a file is read in large chunks split at line ends; the C splitter
 (_logemu.c), or without it one regex (`findall`), pulls the fields of every canonical ulogd2
 LOGEMU line of a chunk into plain tuples, and the packets are joined on those tuples. Chunks run
-in worker processes on big inputs.
+in worker processes on big inputs; they read them through the parent's one open descriptor of
+the file (a rename cannot make them read another file; a file that shrinks is an error).
 
 Exactness with the full path (logs.read_records + logs.EventJoiner, as the CLI runs them):
 - The chunk regex (and the C splitter, which takes the same lines and gives the same groups)
