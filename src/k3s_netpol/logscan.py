@@ -303,11 +303,6 @@ def summary_entry(group: Group, real: bool) -> EventClass:
     return "\n".join([row[2], row[3], row[4], row[0] or "", "1" if real else "", *group[1]])
 
 
-def _flow_of(event_class: EventClass) -> tuple[str, str, str]:
-    addresses, protocol, port, _ = event_class.split("\n", 3)
-    return addresses, protocol, port
-
-
 def _joiner(layout: _Layout, window: int, emit: Emit, *, collect: bool) -> PacketJoiner:
     return PacketJoiner(window, layout.prefix, emit, collect=collect)
 
@@ -315,36 +310,69 @@ def _joiner(layout: _Layout, window: int, emit: Emit, *, collect: bool) -> Packe
 # --summary counts events by class: "src DST=dst", protocol, port, node, "1" if real, and the
 # policies, joined by newlines (none of them holds one: the splitter's fields cannot, and
 # parse_json_line refuses them in a host name or prefix; a string hashes once, a tuple at
-# every look-up) -> [order key of the first such event (where the full path emits it), events].
-# A flow has a handful of classes; per-flow work waits until the flows to print are known.
+# every look-up). A part of the input (a worker's chunk) gives its events per flow and, per
+# flow, its classes: {class: [order key of the first such event (where the full path emits
+# it, counted from the part's start), events]}. Per-flow work waits until the flows to print
+# are known (summary_flows).
 EventClass = str
-Tallies = dict[EventClass, list[int]]
+FlowKey = tuple[str, str, str]  # "src DST=dst", protocol, port
+PartCounts = tuple[dict[FlowKey, int], dict[FlowKey, dict[EventClass, list[int]]]]
 
 
-def _tallies_of(orders: list[int], classes: list[EventClass]) -> Tallies:
-    """The tallies of events of these classes, closed at these (increasing) order keys."""
+def _part_counts(orders: list[int], classes: list[EventClass]) -> PartCounts:
+    """The counts of events of these classes, closed at these (increasing) order keys."""
     # Counting and finding each class's first order key at C speed: a dict keeps the value
     # written last, so the reversed pairs leave each class its first key.
     firsts = dict(zip(reversed(classes), reversed(orders), strict=True))
-    return {
-        event_class: [firsts[event_class], count] for event_class, count in Counter(classes).items()
-    }
-
-
-def _merge_tallies(into: Tallies, worker: Tallies, base: int) -> None:
-    """Add a worker's tallies (order keys from its chunk's start) to the parent's."""
-    if not into and base == 0:
-        into.update(worker)
-        return
-    get = into.get
-    for event_class, (order, count) in worker.items():
-        seen = get(event_class)
-        if seen is None:
-            into[event_class] = [order + base, count]
+    totals: dict[FlowKey, int] = {}
+    by_flow: dict[FlowKey, dict[EventClass, list[int]]] = {}
+    get_total, get_classes = totals.get, by_flow.get
+    for event_class, count in Counter(classes).items():
+        addresses, protocol, port, _ = event_class.split("\n", 3)
+        flow = (addresses, protocol, port)
+        totals[flow] = get_total(flow, 0) + count
+        known = get_classes(flow)
+        if known is None:
+            by_flow[flow] = {event_class: [firsts[event_class], count]}
         else:
-            seen[1] += count
-            if order + base < seen[0]:
-                seen[0] = order + base
+            known[event_class] = [firsts[event_class], count]
+    return totals, by_flow
+
+
+@dataclass
+class FlowCounts:
+    """What --summary counted: events per flow, and each part's classes (see PartCounts) with
+    the order key its part starts at."""
+
+    totals: dict[FlowKey, int] = field(default_factory=dict)
+    parts: list[tuple[int, dict[FlowKey, dict[EventClass, list[int]]]]] = field(
+        default_factory=list
+    )
+
+    def add(self, base: int, counts: PartCounts) -> None:
+        part_totals, by_flow = counts
+        if not self.totals:
+            self.totals.update(part_totals)
+        else:
+            get = self.totals.get
+            for flow, events in part_totals.items():
+                self.totals[flow] = get(flow, 0) + events
+        self.parts.append((base, by_flow))
+
+    def classes(self, flow: FlowKey) -> list[tuple[int, int, EventClass]]:
+        """(first order key, events, class) of a flow's classes, in the order they came."""
+        merged: dict[EventClass, list[int]] = {}
+        for base, by_flow in self.parts:
+            for event_class, (order, events) in by_flow.get(flow, {}).items():
+                seen = merged.get(event_class)
+                if seen is None:
+                    merged[event_class] = [base + order, events]
+                else:
+                    seen[0] = min(seen[0], base + order)
+                    seen[1] += events
+        return sorted(
+            (order, events, event_class) for event_class, (order, events) in merged.items()
+        )
 
 
 def _scan_chunk(task: ChunkTask) -> ChunkResult:
@@ -385,7 +413,7 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
         records=records,
         garbled=garbled,
         keys=keys,
-        payloads=payloads if events else [_tallies_of(keys, payloads)],
+        payloads=payloads if events else [_part_counts(keys, payloads)],
         ends=ends,
         head=head or [],
         open_groups=[group for group in joiner.open_groups.values() if group is not HEAD],
@@ -570,26 +598,12 @@ class EventFormatter:
         )
 
 
-def _tallier(counts: Tallies) -> Emit:
-    get = counts.get
-
-    def tally(order_key: int, group: Group, real: bool) -> None:
-        event_class = summary_entry(group, real)
-        seen = get(event_class)
-        if seen is None:
-            counts[event_class] = [order_key, 1]
-        else:
-            seen[1] += 1
-
-    return tally
-
-
 @dataclass
 class _WorkerState:
     formatter: EventFormatter | None = None
 
     def emitter(self, mode: str, keys: list[int], payloads: list[Any]) -> Emit:
-        """Where a worker's closed events go: JSON lines, or event classes (see Tallies),
+        """Where a worker's closed events go: JSON lines, or event classes (see PartCounts),
         with their order keys."""
         close = self.closer(mode)
 
@@ -769,7 +783,7 @@ class _Merger:
     window: int
     emit: Callable[[list[Any]], object]
     offset: int = 0  # records before the current chunk
-    tally: Tallies = field(default_factory=dict)  # --summary
+    counts: FlowCounts = field(default_factory=FlowCounts)  # --summary
     closed: list[tuple[int, Group, bool]] = field(default_factory=list)
     joiner: PacketJoiner = field(init=False)
 
@@ -799,11 +813,8 @@ class _Merger:
         self, result: ChunkResult, extra: list[tuple[int, Group, bool]], offset: int
     ) -> None:
         if self.mode == "summary":
-            for counts in result.payloads:
-                _merge_tallies(self.tally, counts, 3 * offset)
-            tally = _tallier(self.tally)
-            for order_key, group, real in extra:
-                tally(order_key, group, real)
+            self.counts.add(3 * offset, result.payloads[0])
+            self._count(extra)
             return
         close = _WORKER.closer(self.mode)
         lines = _unspooled(result.payloads[0])
@@ -824,15 +835,21 @@ class _Merger:
         out.append(view[cut:])
         self.emit(out)
 
+    def _count(self, closed: list[tuple[int, Group, bool]]) -> None:
+        """Count events the parent closed, at order keys from the input's start."""
+        if closed:
+            orders = [order_key for order_key, _, _ in closed]
+            classes = [summary_entry(group, real) for _, group, real in closed]
+            self.counts.add(0, _part_counts(orders, classes))
+
     def finish(self) -> None:
         """End of input: what the full path's final flush emits, in first-line order."""
         self.joiner.flush(3 * self.offset + 3)
         closed, self.closed = self.closed, []
         if self.mode == "summary":
-            tally = _tallier(self.tally)
-            for order_key, group, real in closed:
-                tally(order_key, group, real)
-            self.emit([self.tally])
+            # One order key for the final flush, which emits in first-line order.
+            self._count([(order_key + group[0], group, real) for order_key, group, real in closed])
+            self.emit([self.counts])
         else:
             close = _WORKER.closer(self.mode)
             self.emit([close(group, real).encode() for _, group, real in closed])
@@ -908,7 +925,7 @@ def scan(
     chunk_bytes: int | None = None,
 ) -> None:
     """Read the files in order and emit what they hold: for "events", bytes-like pieces of
-    UTF-8 JSON lines, to be written in order; for "summary", its Tallies at the end.
+    UTF-8 JSON lines, to be written in order; for "summary", its FlowCounts at the end.
 
     Raises LogFileError naming a file that cannot be opened, after emitting what came before.
     """
@@ -1014,39 +1031,26 @@ def _close_checked(end: _FileEnd) -> None:
 
 
 @_no_cycle_collector()
-def summary_flows(tallies: Tallies, enricher: Enricher, top: int | None) -> list[FlowSummary]:
-    """logs.summarize over the events the tallies count: same flows, order and ties.
+def summary_flows(counts: FlowCounts, enricher: Enricher, top: int | None) -> list[FlowSummary]:
+    """logs.summarize over the events counted: same flows, order and ties.
 
     Only the flows that can be among the `top` (those with at least the top-th most events) are
     named and checked against the model: the rank's tie-breaks need their pod names. Naming
     never merges two flows: an address names at most one pod, and pod names are not addresses.
     """
-    totals: dict[tuple[str, str, str], int] = {}
-    get = totals.get
-    for event_class, (_, count) in tallies.items():
-        flow_key = _flow_of(event_class)
-        totals[flow_key] = get(flow_key, 0) + count
+    totals = counts.totals
     least = 0
     if top is not None and len(totals) > top:
         least = heapq.nlargest(top, totals.values())[-1]
-    flows: dict[tuple[str, str, str], list[Any]] = {}
-    for event_class, (order, count) in tallies.items():
-        flow_key = _flow_of(event_class)
-        events = totals[flow_key]
-        if events < least:
-            continue
-        flow = flows.get(flow_key)
-        if flow is None:
-            flows[flow_key] = [order, events, [(order, count, event_class)]]
-        else:
-            flow[2].append((order, count, event_class))
-            if order < flow[0]:
-                flow[0] = order
-    candidates = list(flows.items())
+    candidates = []
+    for flow, events in totals.items():
+        if events >= least:
+            classes = counts.classes(flow)
+            candidates.append((classes[0][0], flow, events, classes))
     # logs.summarize meets the flows in the order of their first events, and its sort is stable.
-    candidates.sort(key=lambda item: item[1][0])
+    candidates.sort(key=operator.itemgetter(0))
     summaries: list[FlowSummary] = []
-    for (addresses, protocol, port_text), (_, events, classes) in candidates:
+    for _, (addresses, protocol, port_text), events, classes in candidates:
         source, destination = addresses.split(" DST=")
         port = int(port_text) if port_text else None
         source_pod, destination_pod, expected = enricher.describe(
@@ -1060,7 +1064,6 @@ def summary_flows(tallies: Tallies, enricher: Enricher, top: int | None) -> list
             events=events,
             flagged=events if expected == "allowed" else 0,
         )
-        classes.sort(key=operator.itemgetter(0))
         for _, count, event_class in classes:
             _, _, _, node, real, *policies = event_class.split("\n")
             summary.real += count if real else 0
@@ -1078,6 +1081,7 @@ def summary_flows(tallies: Tallies, enricher: Enricher, top: int | None) -> list
 
 __all__ = [
     "EventFormatter",
+    "FlowCounts",
     "scan",
     "summary_flows",
 ]

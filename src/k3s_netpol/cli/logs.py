@@ -30,7 +30,7 @@ from k3s_netpol.logs import (
     rotation_order,
     summarize,
 )
-from k3s_netpol.logscan import scan, summary_flows
+from k3s_netpol.logscan import FlowCounts, scan, summary_flows
 
 GATHER_PLAYBOOK = "playbooks/gather_logs.yml"
 TABLE_HEADER = ("TIME", "NODE", "SOURCE", "DESTINATION", "PROTO/PORT", "POLICY", "VERDICT")
@@ -307,7 +307,7 @@ def _fast_output(
     if summary:
         tallies: list[Any] = []
         scan(paths, nodes, stats, "summary", tallies.extend, enricher=enricher, jobs=jobs)
-        flows = summary_flows(tallies[0] if tallies else {}, enricher, top)
+        flows = summary_flows(tallies[0] if tallies else FlowCounts(), enricher, top)
         _write_summary(sys.stdout, flows, as_json=as_json)
         return
     sys.stdout.flush()
