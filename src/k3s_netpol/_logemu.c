@@ -364,14 +364,7 @@ static void release_shared(SharedTable shared) {
     }
 }
 
-static PyObject *rows(PyObject *module, PyObject *args) {
-    const char *cursor;
-    Py_ssize_t length;
-    int events;
-    (void)module;
-    if (!PyArg_ParseTuple(args, "y#p:rows", &cursor, &length, &events)) {
-        return NULL;
-    }
+static PyObject *rows_of(const char *cursor, Py_ssize_t length, int events) {
     const char *end = cursor + length;
     if (memchr(cursor, '\r', (size_t)length) != NULL) {
         Py_RETURN_NONE; /* \r ends lines too: logscan normalises those chunks first */
@@ -409,6 +402,19 @@ static PyObject *rows(PyObject *module, PyObject *args) {
     }
     release_shared(shared);
     return Py_BuildValue("(Nn)", found, misses);
+}
+
+/* Any bytes-like object: logscan hands over slices of one reused buffer. */
+static PyObject *rows(PyObject *module, PyObject *args) {
+    Py_buffer data;
+    int events;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y*p:rows", &data, &events)) {
+        return NULL;
+    }
+    PyObject *result = rows_of((const char *)data.buf, data.len, events);
+    PyBuffer_Release(&data);
+    return result;
 }
 
 static PyMethodDef methods[] = {

@@ -230,7 +230,7 @@ def _lines_of(text: str) -> list[str]:
     return lines
 
 
-def _split(data: bytes, mode: str) -> tuple[list[Row | None], int] | None:
+def _split(data: bytes | memoryview, mode: str) -> tuple[list[Row | None], int] | None:
     """Each line's row from the C splitter (None where it leaves the line to the regex) and
     the None count; None without the splitter or for a chunk it leaves to the regex."""
     if _logemu is None:
@@ -239,7 +239,7 @@ def _split(data: bytes, mode: str) -> tuple[list[Row | None], int] | None:
 
 
 def chunk_rows(
-    task: ChunkTask, data: bytes
+    task: ChunkTask, data: bytes | memoryview
 ) -> tuple[list[Row], list[str], list[tuple[int, str]], int]:
     """Rows of a chunk, each row's origin (JSON-quoted; --json only), the garbled lines
     (line number counted from task.line_base, why) and the number of lines."""
@@ -449,8 +449,10 @@ def _unspooled(payload: bytes | Path) -> bytes:
             payload.unlink()
 
 
-def _decode(data: bytes) -> str:
+def _decode(data: bytes | memoryview) -> str:
     # As TextIOWrapper(newline=None) reads: \r\n and \r end lines too.
+    if isinstance(data, memoryview):
+        data = data.tobytes()
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     return data.decode("utf-8", errors="replace")
@@ -721,36 +723,49 @@ def _plain_ranges(name: str, stream: IO[bytes], size: int, chunk_bytes: int) -> 
     return ranges
 
 
-def _slices(data: bytes | FileRange) -> Iterator[tuple[bytes, bool]]:
+def _slices(data: bytes | FileRange) -> Iterator[tuple[memoryview, bool]]:
     """A chunk's bytes, SLICE_BYTES or so at a time cut after a newline, and whether each is
-    the chunk's last; a range is read through the parent's descriptor."""
+    the chunk's last. A range is read through the parent's descriptor into one buffer, reused
+    from slice to slice: a slice is valid until the next is asked for."""
     if isinstance(data, bytes):
-        yield data, True
+        whole = memoryview(data)
+        start = 0
+        while len(data) - start > SLICE_BYTES:
+            cut = data.rfind(b"\n", start, start + SLICE_BYTES) + 1
+            if cut <= start:
+                break
+            yield whole[start:cut], False
+            start = cut
+        yield whole[start:], True
         return
     try:
         descriptor = os.open(data.source, os.O_RDONLY)
     except OSError as error:
         raise LogFileError(f"{data.name}: cannot read: {error.strerror or error}") from None
     try:
-        start, pending = data.start, b""
-        while start < data.end:
-            length = min(SLICE_BYTES, data.end - start)
-            block = os.pread(descriptor, length, start)
-            if len(block) < length:
+        buffer = bytearray(min(SLICE_BYTES, data.end - data.start))
+        view = memoryview(buffer)
+        start, kept = data.start, 0  # kept: bytes of an unfinished line at the buffer's start
+        while True:
+            length = min(len(buffer) - kept, data.end - start)
+            if length and os.preadv(descriptor, [view[kept : kept + length]], start) < length:
                 raise LogChangedError.of(data.name, f"shrank below {data.end} bytes")
             start += length
+            filled = kept + length
             if start == data.end:
-                if not data.last and not block.endswith(b"\n"):
+                if not data.last and not buffer.endswith(b"\n", 0, filled):
                     raise LogChangedError.of(data.name, f"changed at byte {data.end}")
-                yield pending + block, True
+                yield view[:filled], True
                 return
-            cut = block.rfind(b"\n") + 1
-            if cut == 0:
-                pending += block
+            cut = buffer.rfind(b"\n", 0, filled) + 1
+            if cut == 0:  # a line longer than the buffer
+                buffer = bytearray(2 * len(buffer))
+                buffer[:filled] = view[:filled]
+                view, kept = memoryview(buffer), filled
                 continue
-            yield pending + block[:cut], False
-            pending = block[cut:]
-        yield pending, True
+            yield view[:cut], False
+            buffer[: filled - cut] = view[cut:filled]
+            kept = filled - cut
     except OSError as error:
         if isinstance(error, LogFileError):
             raise
@@ -763,7 +778,9 @@ def _range_line_count(data: FileRange) -> int:
     return sum(_line_count(part) for part, _ in _slices(data))
 
 
-def _line_count(data: bytes) -> int:
+def _line_count(data: bytes | memoryview) -> int:
+    if isinstance(data, memoryview):
+        data = data.tobytes()
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     count = data.count(b"\n")
