@@ -410,3 +410,15 @@ def test_a_file_truncated_during_a_scan_fails_with_exit_3_naming_it(tmp_path, mo
     assert result.exit_code == 3, result.output
     assert f"{path}: shrank" in result.stderr
     assert "copytruncate" in result.stderr
+
+
+def test_a_line_longer_than_a_workers_buffer_is_read_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(logscan.threading, "active_count", lambda: 1)  # fork: patches carry over
+    monkeypatch.setattr(logscan, "SLICE_BYTES", 4096)
+    lines = mixed_lines(600, seed=5)
+    lines[300] = "x" * 20_000 + "\n"  # garbled, and five buffers long
+    path = tmp_path / "syslogemu.log"
+    path.write_text("".join(lines))
+    expected = _assert_same([path], jobs=2, chunk_bytes=60_000)
+    assert any(":301: no syslog time stamp" in sample for sample in expected[2]["garbled_samples"])
