@@ -72,7 +72,7 @@ CHUNK_BYTES = {"events": 16 << 20, "summary": 32 << 20}
 PARALLEL_MIN_BYTES = 32 << 20
 # A worker reads and splits its chunk this much at a time (a --summary chunk is a worker's
 # whole share of the input: one tally per worker to send back and merge).
-SLICE_BYTES = 16 << 20
+SLICE_BYTES = 2 << 20
 
 try:
     from k3s_netpol import _logemu
