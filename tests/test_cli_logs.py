@@ -214,3 +214,20 @@ def test_follow_on_a_gz_reads_it_once_and_ends(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 4
+
+
+def test_a_bridged_packet_passing_twice_is_one_event_everywhere(tmp_path):
+    """The lab's double lines: an allowed bridged packet leaves its `DROP by policy` line twice
+    (same IP ID and SEQ); it is one event with two passes in every output."""
+    false_drop = (DATA / "syslogemu.log").read_text().splitlines(keepends=True)[3]
+    path = tmp_path / "syslogemu.log"
+    path.write_text(false_drop * 2)
+    for extra in ((), ("--namespace", "tenant-b")):  # the fast path, then the full one
+        events = [json.loads(line) for line in run(str(path), "--json", *extra).stdout.splitlines()]
+        assert [(event["lines"], event["passes"], event["real"]) for event in events] == [
+            (2, 2, False)
+        ]
+    summary = run(str(path), "--summary", "--json")
+    assert [flow["events"] for flow in map(json.loads, summary.stdout.splitlines())] == [1]
+    table = run(str(path), *SNAPSHOT)
+    assert len(table.stdout.splitlines()) == 2  # the header and one event
