@@ -298,25 +298,27 @@ def chunk_rows(
 
 
 def summary_entry(group: Group, real: bool) -> EventClass:
-    """What --summary keeps of an event: its class (see Tallies)."""
+    """What --summary keeps of an event: its class (see PartCounts)."""
     row = group[3]
-    return "\n".join([row[2], row[3], row[4], row[0] or "", "1" if real else "", *group[1]])
+    return f"{row[2]}\n{row[3]}\n{row[4]}", "\n".join(
+        [row[0] or "", "1" if real else "", *group[1]]
+    )
 
 
 def _joiner(layout: _Layout, window: int, emit: Emit, *, collect: bool) -> PacketJoiner:
     return PacketJoiner(window, layout.prefix, emit, collect=collect)
 
 
-# --summary counts events by class: "src DST=dst", protocol, port, node, "1" if real, and the
-# policies, joined by newlines (none of them holds one: the splitter's fields cannot, and
-# parse_json_line refuses them in a host name or prefix; a string hashes once, a tuple at
-# every look-up). A part of the input (a worker's chunk) gives its events per flow and, per
-# flow, its classes: {class: [order key of the first such event (where the full path emits
-# it, counted from the part's start), events]}. Per-flow work waits until the flows to print
-# are known (summary_flows).
-EventClass = str
-FlowKey = tuple[str, str, str]  # "src DST=dst", protocol, port
-PartCounts = tuple[dict[FlowKey, int], dict[FlowKey, dict[EventClass, list[int]]]]
+# --summary counts events by class: (flow, rest), the flow "src DST=dst", protocol and port, the
+# rest the node, "1" if real, and the policies, each joined by newlines (none of them holds
+# one: the splitter's fields cannot, and parse_json_line refuses them in a host name or
+# prefix). Strings hash once; a few rests serve many flows. A part of the input (a worker's
+# chunk) gives its events per flow and, per flow, its classes: {rest: [order key of the first
+# such event (where the full path emits it, counted from the part's start), events]}.
+# Per-flow work waits until the flows to print are known (summary_flows).
+FlowKey = str
+EventClass = tuple[FlowKey, str]
+PartCounts = tuple[dict[FlowKey, int], dict[FlowKey, dict[str, list[int]]]]
 
 
 def _part_counts(orders: list[int], classes: list[EventClass]) -> PartCounts:
@@ -325,17 +327,18 @@ def _part_counts(orders: list[int], classes: list[EventClass]) -> PartCounts:
     # written last, so the reversed pairs leave each class its first key.
     firsts = dict(zip(reversed(classes), reversed(orders), strict=True))
     totals: dict[FlowKey, int] = {}
-    by_flow: dict[FlowKey, dict[EventClass, list[int]]] = {}
-    get_total, get_classes = totals.get, by_flow.get
+    by_flow: dict[FlowKey, dict[str, list[int]]] = {}
+    rests: dict[str, str] = {}  # one object for equal rests: pickled once
+    get_total, get_classes, get_rest = totals.get, by_flow.get, rests.setdefault
     for event_class, count in Counter(classes).items():
-        addresses, protocol, port, _ = event_class.split("\n", 3)
-        flow = (addresses, protocol, port)
+        flow, rest = event_class
+        rest = get_rest(rest, rest)
         totals[flow] = get_total(flow, 0) + count
         known = get_classes(flow)
         if known is None:
-            by_flow[flow] = {event_class: [firsts[event_class], count]}
+            by_flow[flow] = {rest: [firsts[event_class], count]}
         else:
-            known[event_class] = [firsts[event_class], count]
+            known[rest] = [firsts[event_class], count]
     return totals, by_flow
 
 
@@ -345,9 +348,7 @@ class FlowCounts:
     the order key its part starts at."""
 
     totals: dict[FlowKey, int] = field(default_factory=dict)
-    parts: list[tuple[int, dict[FlowKey, dict[EventClass, list[int]]]]] = field(
-        default_factory=list
-    )
+    parts: list[tuple[int, dict[FlowKey, dict[str, list[int]]]]] = field(default_factory=list)
 
     def add(self, base: int, counts: PartCounts) -> None:
         part_totals, by_flow = counts
@@ -359,20 +360,18 @@ class FlowCounts:
                 self.totals[flow] = get(flow, 0) + events
         self.parts.append((base, by_flow))
 
-    def classes(self, flow: FlowKey) -> list[tuple[int, int, EventClass]]:
-        """(first order key, events, class) of a flow's classes, in the order they came."""
-        merged: dict[EventClass, list[int]] = {}
+    def classes(self, flow: FlowKey) -> list[tuple[int, int, str]]:
+        """(first order key, events, rest) of a flow's classes, in the order they came."""
+        merged: dict[str, list[int]] = {}
         for base, by_flow in self.parts:
-            for event_class, (order, events) in by_flow.get(flow, {}).items():
-                seen = merged.get(event_class)
+            for rest, (order, events) in by_flow.get(flow, {}).items():
+                seen = merged.get(rest)
                 if seen is None:
-                    merged[event_class] = [base + order, events]
+                    merged[rest] = [base + order, events]
                 else:
                     seen[0] = min(seen[0], base + order)
                     seen[1] += events
-        return sorted(
-            (order, events, event_class) for event_class, (order, events) in merged.items()
-        )
+        return sorted((order, events, rest) for rest, (order, events) in merged.items())
 
 
 def _scan_chunk(task: ChunkTask) -> ChunkResult:
@@ -1067,7 +1066,8 @@ def summary_flows(counts: FlowCounts, enricher: Enricher, top: int | None) -> li
     # logs.summarize meets the flows in the order of their first events, and its sort is stable.
     candidates.sort(key=operator.itemgetter(0))
     summaries: list[FlowSummary] = []
-    for _, (addresses, protocol, port_text), events, classes in candidates:
+    for _, flow, events, classes in candidates:
+        addresses, protocol, port_text = flow.split("\n")
         source, destination = addresses.split(" DST=")
         port = int(port_text) if port_text else None
         source_pod, destination_pod, expected = enricher.describe(
@@ -1081,8 +1081,8 @@ def summary_flows(counts: FlowCounts, enricher: Enricher, top: int | None) -> li
             events=events,
             flagged=events if expected == "allowed" else 0,
         )
-        for _, count, event_class in classes:
-            _, _, _, node, real, *policies = event_class.split("\n")
+        for _, count, rest in classes:
+            node, real, *policies = rest.split("\n")
             summary.real += count if real else 0
             for policy in policies:
                 summary.policies[policy] += count
