@@ -99,13 +99,14 @@ def synthetic_lines(count: int, seed: int = 7) -> Iterator[str]:
     """A busy cluster's drop log, as kube-router and ulogd2 write it.
 
     NODES nodes of PODS_PER_NODE pods, FLOWS flows (source, destination, protocol, port) drawn
-    with a long tail (about 108,000 of them appear in 1,000,000 lines); every packet has its own IP ID, source port and TCP SEQ. A
-    real drop leaves one `DROP by policy` line per selecting policy, then the pod chain's
-    unprefixed line; a false drop (another policy allows it) leaves only the policy lines, and
-    when source and destination share a node (bridged) each of them twice (two passes, same IP
-    ID and SEQ). A blocked SYN is retransmitted (same SEQ and port, new IP ID) now and then.
-    Lines are written on the destination's node (IN=flannel.1 when routed from another node);
-    half the nodes print the mark as MARK=20000, the others as MARK=0x20000.
+    with a long tail (about 108,000 of them appear in 1,000,000 lines); every packet has its
+    own IP ID, source port and TCP SEQ. A real drop leaves one `DROP by policy` line per
+    selecting policy, then the pod chain's unprefixed line; a false drop (another policy allows
+    it) leaves only the policy lines, and when source and destination share a node (bridged)
+    each of them twice (two passes, same IP ID and SEQ). A blocked SYN is retransmitted (same
+    SEQ and port, new IP ID) now and then. Lines are written on the destination's node
+    (IN=flannel.1 when routed from another node); half the nodes print the mark as MARK=20000,
+    the others as MARK=0x20000.
     """
     rng = random.Random(seed)
     pods = [
