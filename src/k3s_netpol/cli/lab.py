@@ -27,11 +27,13 @@ from k3s_netpol.cli.run import (
 from k3s_netpol.kuberouter import DEFAULT_NFLOG_BURST, DEFAULT_NFLOG_LIMIT
 from k3s_netpol.lab import (
     BRIDGE_ADDRESS,
+    LAB_FILE,
     MAX_SEED,
     LabError,
     LogLimit,
     compile_cluster,
     parse_node_spec,
+    read_sync_summary,
     stored_seed,
     write_compiled,
 )
@@ -47,6 +49,7 @@ UP_PLAYBOOKS = (
     "playbooks/lab.yml",
 )
 VERIFY_PLAYBOOKS = ("playbooks/verify.yml",)
+SYNC_PLAYBOOKS = ("playbooks/lab.yml",)
 DOWN_PLAYBOOKS = ("playbooks/lab_down.yml",)
 
 
@@ -283,6 +286,39 @@ def verify_command(**params: Any) -> None:
         if not params.get("as_json"):
             click.echo(json.dumps({"ok": report.get("ok"), "report": str(report_path)}))
     _exit("verify", params, results, report)
+
+
+@lab.command("sync")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, MAX_SEED),
+    default=None,
+    help="The sync's seed (default: a new random one); give back a seed a run printed.",
+)
+@_artifacts_option
+@playbook_options
+def sync_command(seed: int | None, **params: Any) -> None:
+    """Run a kube-router sync on every lab node: recompile with a new seed (new jump orders
+    and chain names) and reload every node's sets and rules atomically, which refills every
+    log rule's rate-limit bucket (playbooks/lab.yml with netpol_lab_resync).
+
+    Exit codes: 0 ok, 2 usage error, 3 run failed.
+    """
+    params["extra_vars"] = (
+        *(params.get("extra_vars") or ()),
+        json.dumps(
+            {"netpol_lab_resync": True, "netpol_lab_sync_seed": "" if seed is None else seed}
+        ),
+    )
+    results = _run("sync", SYNC_PLAYBOOKS, params)
+    synced = None
+    if all(result.ok for result in results) and not params.get("check"):
+        options = _lab_options(params)
+        lab_json = artifacts_dir_for(options, params.get("artifacts_dir")) / "lab" / LAB_FILE
+        synced = read_sync_summary(lab_json)
+        if not params.get("as_json"):
+            click.echo(f"seed {synced['seed']} ({lab_json})")
+    _exit("sync", params, results, synced)
 
 
 @lab.command("down")
