@@ -230,7 +230,13 @@ def _run(command: str, playbooks: tuple[str, ...], params: dict[str, Any]) -> li
     return run_sequence(f"lab {command}", playbooks, options, artifacts_dir)
 
 
-def _exit(command: str, params: dict[str, Any], results: list[RunResult], report: Any) -> None:
+def _exit(
+    command: str,
+    params: dict[str, Any],
+    results: list[RunResult],
+    report: Any,
+    details: dict[str, Any] | None = None,
+) -> None:
     ok = all(result.ok for result in results)
     code = ExitCode.OK if ok else ExitCode.RUN_FAILED
     if ok and isinstance(report, dict) and not report.get("ok"):
@@ -243,6 +249,7 @@ def _exit(command: str, params: dict[str, Any], results: list[RunResult], report
                 "exit_code": int(code),
                 "runs": [result.to_dict() for result in results],
                 "report": report,
+                **(details or {}),
             }
         )
     click.get_current_context().exit(int(code))
@@ -315,10 +322,13 @@ def sync_command(seed: int | None, **params: Any) -> None:
     if all(result.ok for result in results) and not params.get("check"):
         options = _lab_options(params)
         lab_json = artifacts_dir_for(options, params.get("artifacts_dir")) / "lab" / LAB_FILE
-        synced = read_sync_summary(lab_json)
+        try:
+            synced = read_sync_summary(lab_json)
+        except LabError as error:
+            raise usage_error(str(error)) from error
         if not params.get("as_json"):
             click.echo(f"seed {synced['seed']} ({lab_json})")
-    _exit("sync", params, results, synced)
+    _exit("sync", params, results, None, {"sync": synced})
 
 
 @lab.command("down")
