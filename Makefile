@@ -18,7 +18,7 @@ help: ## List the targets.
 setup: ## Install Debian packages, .venv, containers.conf and the local systemd image (idempotent).
 	@bash scripts/setup.sh
 
-lab: setup ## Run site.yml on the built-in lab: ulogd2, the policy bundle, the lab, verify.
+lab: setup ## Run site.yml on the built-in two-node lab: ulogd2, the policy bundle, the lab, verify.
 	ansible-playbook site.yml
 	@echo; echo "== The probe matrix ($(artifacts_dir)/report.txt)"
 	@cat "$(artifacts_dir)/report.txt"
@@ -26,7 +26,7 @@ lab: setup ## Run site.yml on the built-in lab: ulogd2, the policy bundle, the l
 	@k3s-netpol logs "$(artifacts_dir)"/logs/*.log \
 	  --snapshot src/k3s_netpol/data/lab/workloads.yaml --snapshot "$(artifacts_dir)/bundle.yaml"
 
-lab-down: setup ## Remove the lab's node container.
+lab-down: setup ## Remove the lab's node containers and their podman network.
 	ansible-playbook playbooks/lab_down.yml
 
 test: setup lint pytest molecule ## Run every check and test that can run on this machine.
