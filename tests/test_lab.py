@@ -516,3 +516,36 @@ def test_cli_sync_runs_the_lab_play_as_a_resync_and_prints_the_seed(
     missing = runner.invoke(main, ["lab", "sync", "--artifacts-dir", str(tmp_path / "art")])
     assert missing.exit_code == 2
     assert "lab.json" in missing.output
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.pop("mac"), "flannel.mac: expected a non-empty string"),
+        (lambda f: f.update(vni="1"), "flannel.vni: expected an integer"),
+        (lambda f: f.update(local="10.89.0"), "flannel: "),
+        (lambda f: f["remotes"][0].pop("node_ip"), "flannel.remotes[0].node_ip"),
+        (lambda f: f.update(remotes={}), "flannel.remotes: expected a list"),
+    ],
+)
+def test_node_helper_refuses_a_bad_flannel_section_naming_the_field(
+    tmp_path: Path, change: Any, message: str
+) -> None:
+    import subprocess
+    import sys
+
+    compiled = two_nodes(bundle_cluster(tmp_path), seed=1).nodes["k3s-netpol-lab-server"]
+    lab = json.loads(json.dumps(compiled.lab))
+    change(lab["flannel"])
+    path = tmp_path / "lab.json"
+    path.write_text(json.dumps(lab))
+    helper = ROOT / "roles/netpol_lab/files/netpol_lab_node.py"
+    result = subprocess.run(
+        [sys.executable, str(helper), "pods", str(path), "--check", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert str(path) in result.stderr
