@@ -25,6 +25,7 @@ lab: setup ## Run site.yml on the built-in two-node lab: ulogd2, the policy bund
 	@echo; echo "== The drops ulogd2 logged during verify, one event per packet ($(artifacts_dir)/logs/)"
 	@k3s-netpol logs "$(artifacts_dir)"/logs/*.log \
 	  --snapshot src/k3s_netpol/data/lab/workloads.yaml --snapshot "$(artifacts_dir)/bundle.yaml"
+	@echo; echo "== The report: $(artifacts_dir)/report.html (and report.json, report.txt)"
 
 lab-down: setup ## Remove the lab's node containers and their podman network.
 	ansible-playbook playbooks/lab_down.yml

@@ -20,6 +20,7 @@ apt_packages=(
   podman runc conmon netavark aardvark-dns catatonit slirp4netns uidmap fuse-overlayfs
   debootstrap iptables ipset iproute2 curl make
   python3 python3-venv python3-dev gcc libc6-dev
+  chromium chromium-driver
 )
 
 log() { printf '==> %s\n' "$*"; }

@@ -3,8 +3,12 @@ case connects over SSH to a closed port on loopback."""
 
 from __future__ import annotations
 
+import os
+import random
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +251,14 @@ def runner_must_not_start(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"extravars": {"when": object()}}, RunnerInputError, "extravars: not serialisable"),
         ({"tags": ["ok", ""]}, RunnerInputError, "tags: must be a non-empty string"),
         ({"verbosity": 9}, RunnerInputError, "verbosity"),
+        ({"verbosity": "2"}, RunnerInputError, "verbosity: must be an integer from 0 to 6"),
+        ({"verbosity": True}, RunnerInputError, "verbosity: must be an integer"),
+        ({"inventory": 42}, RunnerInputError, "inventory: must be a path"),
+        ({"inventory": ["hosts.yml"]}, RunnerInputError, "got list"),
+        ({"timeout": 0}, RunnerInputError, "timeout: must be a number of seconds above 0"),
+        ({"timeout": -5}, RunnerInputError, "timeout: must be a number"),
+        ({"timeout": "10"}, RunnerInputError, "timeout: must be a number"),
+        ({"cancel": "yes"}, RunnerInputError, "cancel: must be a threading.Event or a callable"),
     ],
 )
 def test_bad_input_fails_before_anything_runs(
@@ -269,4 +281,113 @@ def test_missing_ansible_is_named_before_anything_runs(
     monkeypatch.setenv("PATH", str(bare_bin))
     with pytest.raises(AnsibleNotFoundError, match=r"k3s-netpol\[ansible\]"):
         run_playbook(PLAYBOOKS / "ping.yml", inventory=local_inventory())
+    assert list(private_tmp.iterdir()) == []
+
+
+def _processes_with(text: str) -> list[int]:
+    """Live (not zombie) processes whose command line contains ``text``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text.encode() in command and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("how", ["timeout", "event", "callable"])
+def test_a_stopped_run_leaves_no_process_and_no_directory(private_tmp: Path, how: str) -> None:
+    """The sleep runs in an Ansible worker, which makes a session of its own: killing
+    ansible-playbook's process group alone would leave it (and its sleep) running."""
+    seconds = f"{random.randint(1000, 9999)}.{random.randint(100, 999)}"
+    started = threading.Event()
+    groups: list[int] = []
+
+    def on_event(event: Any) -> None:
+        pid = event.get("pid")
+        if isinstance(pid, int) and not groups:
+            groups.append(os.getpgid(pid))
+        if event.get("event") == "runner_on_start":
+            started.set()
+
+    def sleep_is_running() -> bool:
+        return started.is_set() and bool(_processes_with(f"sleep {seconds}"))
+
+    controls: dict[str, Any] = {
+        "timeout": {"timeout": 4},
+        "event": {"cancel": started},
+        "callable": {"cancel": sleep_is_running},
+    }[how]
+    began = time.monotonic()
+    result = run_playbook(
+        PLAYBOOKS / "sleep.yml",
+        inventory=local_inventory(),
+        extravars={"netpol_test_sleep": seconds},
+        on_event=on_event,
+        **controls,
+    )
+    assert time.monotonic() - began < 30
+    assert result.status == ("timeout" if how == "timeout" else "canceled")
+    assert not result.ok
+    assert groups, "no event carried ansible-playbook's pid"
+    assert not _group_alive(groups[0])
+    assert _processes_with(f"sleep {seconds}") == []
+    assert _processes_with(str(PLAYBOOKS / "sleep.yml")) == []
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_a_run_within_its_timeout_is_not_stopped(private_tmp: Path) -> None:
+    result = run_playbook(
+        PLAYBOOKS / "sleep.yml",
+        inventory=local_inventory(),
+        extravars={"netpol_test_sleep": "0.1"},
+        timeout=60,
+        cancel=threading.Event(),
+    )
+    assert result.ok, result.summary()
+    assert result.status == "successful"
+
+
+@pytest.mark.parametrize("exception", [RuntimeError, KeyboardInterrupt])
+def test_an_exception_during_the_run_stops_it_before_propagating(
+    private_tmp: Path, exception: type[BaseException]
+) -> None:
+    """Ctrl-C reaches only this process (ansible-playbook has a session of its own), as a
+    KeyboardInterrupt here; it and an on_event error must not leave the run behind."""
+    seconds = f"{random.randint(1000, 9999)}.{random.randint(100, 999)}"
+
+    def on_event(event: Any) -> None:
+        if event.get("event") == "runner_on_start":
+            deadline = time.monotonic() + 10
+            while not _processes_with(f"sleep {seconds}") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            raise exception("stop here")
+
+    try:
+        run_playbook(
+            PLAYBOOKS / "sleep.yml",
+            inventory=local_inventory(),
+            extravars={"netpol_test_sleep": seconds},
+            on_event=on_event,
+        )
+    except exception:
+        # Checked while the traceback (and with it ansible-runner's pexpect child) is alive, as
+        # for a caller handling the error: its garbage collection must not be what stops the run.
+        leftovers = _processes_with(f"sleep {seconds}")
+    else:
+        pytest.fail("run_playbook did not raise")
+    assert leftovers == []
     assert list(private_tmp.iterdir()) == []

@@ -13,7 +13,7 @@ object, ``nginx-service``, ``kube-router.io/netpol-nflog-limit-burst``. Namespac
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
@@ -21,6 +21,7 @@ from typing import Any, Final
 import yaml
 
 from k3s_netpol import kuberouter
+from k3s_netpol.files import InputFileError, read_text
 from k3s_netpol.model import (
     NAMESPACE_NAME_LABEL,
     ManifestError,
@@ -37,6 +38,7 @@ MANAGED_BY_LABELS: Final = {
 SAMPLE_APP_LABEL: Final = {"app": "nginx"}
 SAMPLE_SERVICE_NAME: Final = "nginx-service"
 SAMPLE_DEPLOYMENT_NAME: Final = "nginx"
+INT32_MAX: Final = 2**31 - 1  # Kubernetes' replicas field is an int32
 
 POLICY_DENY_BY_DEFAULT: Final = "deny-by-default"
 POLICY_ALLOW_SAME_NAMESPACE: Final = "allow-same-namespace"
@@ -139,9 +141,9 @@ def _validate(config: BundleConfig) -> None:
     if not isinstance(image, str) or not _IMAGE_REFERENCE.match(image):
         raise BundleConfigError("sample_image", f"{image!r} is not a container image reference")
     replicas = config.sample_replicas
-    if not _is_int(replicas) or replicas < 0:
+    if not _is_int(replicas) or not 0 <= replicas <= INT32_MAX:
         raise BundleConfigError(
-            "sample_replicas", f"expected an integer 0 or more, got {replicas!r}"
+            "sample_replicas", f"expected an integer from 0 to {INT32_MAX}, got {replicas!r}"
         )
     if not isinstance(config.extra_labels, Mapping):
         raise BundleConfigError("extra_labels", f"expected a mapping, got {config.extra_labels!r}")
@@ -237,12 +239,11 @@ def _coerce(name: str, value: Any, where: str) -> Any:
 
 def load_config(path: str | Path, key_prefix: str = "") -> BundleConfig:
     """Read a YAML settings file (keys as in BundleConfig, with ``key_prefix`` in front)."""
-    label = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise BundleConfigError(label, f"cannot read it: {error.strerror or error}") from None
-    return config_from_yaml(text, label, key_prefix)
+        text = read_text(path)
+    except InputFileError as error:
+        raise BundleConfigError(str(path), str(error).removeprefix(f"{path}: ")) from None
+    return config_from_yaml(text, str(path), key_prefix)
 
 
 def config_from_yaml(text: str, source: str, key_prefix: str = "") -> BundleConfig:
@@ -437,6 +438,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"a mapping key must be a string or a number, got a {type(key).__name__}",
+                    key_node.start_mark,
+                )
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None,
@@ -463,14 +471,11 @@ def validate_manifests(path: str | Path) -> list[dict[str, Any]]:
     kube-router nflog annotations read strictly (a misspelt annotation key is an error too).
     Raises ManifestError naming the file and the field.
     """
-    label = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ManifestError(f"{label}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ManifestError(f"{label}: cannot read: {error}") from None
-    return validate_text(text, label)
+        text = read_text(path)
+    except InputFileError as error:
+        raise ManifestError(str(error)) from None
+    return validate_text(text, str(path))
 
 
 def validate_text(text: str, label: str) -> list[dict[str, Any]]:

@@ -14,11 +14,15 @@ this order: the `K3S_NETPOL_PROJECT_DIR` environment variable; the checkout this
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +35,14 @@ ARTIFACTS_DIR_ENV = "K3S_NETPOL_ARTIFACTS_DIR"
 _PROJECT_MARKERS = ("site.yml", "ansible.cfg")
 _INVENTORY_GROUP_KEYS = frozenset({"hosts", "vars", "children"})
 
+RUN_MARKER_ENV = "K3S_NETPOL_RUN_DIR"
+# How often ansible-runner wakes up to ask whether to cancel (its default is 5 s).
+_CANCEL_POLL_SECONDS = 0.2
+# How long killing a run's processes may take before run_playbook says so.
+_KILL_GRACE_SECONDS = 10.0
+
 EventCallback = Callable[[Mapping[str, Any]], None]
+CancelRequest = Callable[[], bool] | threading.Event
 
 
 class RunnerInputError(ValueError):
@@ -49,6 +60,10 @@ class AnsibleNotFoundError(RunnerInputError):
 
 class ProjectNotFoundError(RunnerInputError):
     """Neither the environment, the checkout nor the installed package holds the project."""
+
+
+class RunNotStoppedError(RuntimeError):
+    """A timed-out or cancelled run left processes that SIGKILL did not end in time."""
 
 
 @dataclass(frozen=True)
@@ -333,6 +348,62 @@ def _output_tail(private_data_dir: Path, lines: int = 20) -> str:
     return ""
 
 
+def _run_processes(marker: bytes) -> list[int]:
+    """The live processes whose environment holds ``marker``: every process of one run, whatever
+    session or process group it made for itself (Ansible's workers call setsid)."""
+    pids: list[int] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return pids
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as stream:
+                environment = stream.read()
+        except OSError:
+            continue
+        if marker in environment.split(b"\0"):
+            pids.append(int(entry))
+    return pids
+
+
+def _stop_run(marker: bytes, group: int | None) -> None:
+    """SIGKILL every process of the run (its ansible-playbook process group first), again
+    until none is left (a dead process's environment reads empty), or fail after a grace time."""
+    if group is not None:
+        with contextlib.suppress(OSError):
+            os.killpg(group, signal.SIGKILL)
+    deadline = time.monotonic() + _KILL_GRACE_SECONDS
+    while pids := _run_processes(marker):
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            raise RunNotStoppedError(
+                f"processes {', '.join(map(str, pids))} of the stopped run are still alive after "
+                f"{_KILL_GRACE_SECONDS:.0f} s of SIGKILL"
+            )
+        time.sleep(0.02)
+
+
+def _check_run_controls(timeout: object, cancel: object, verbosity: object) -> None:
+    if timeout is not None and (
+        not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0
+    ):
+        raise RunnerInputError(
+            f"timeout: must be a number of seconds above 0 (None: no timeout), got {timeout!r}"
+        )
+    if cancel is not None and not isinstance(cancel, threading.Event) and not callable(cancel):
+        raise RunnerInputError(
+            f"cancel: must be a threading.Event or a callable returning True to cancel, "
+            f"got {type(cancel).__name__}"
+        )
+    if not isinstance(verbosity, int) or isinstance(verbosity, bool) or not 0 <= verbosity <= 6:
+        raise RunnerInputError(f"verbosity: must be an integer from 0 to 6, got {verbosity!r}")
+
+
 def run_playbook(
     playbook: str | os.PathLike[str],
     *,
@@ -348,7 +419,8 @@ def run_playbook(
     envvars: Mapping[str, str] | None = None,
     keep_private_data_dir: bool = False,
     quiet: bool = True,
-    timeout: int | None = None,
+    timeout: float | None = None,
+    cancel: CancelRequest | None = None,
 ) -> RunResult:
     """Run one playbook with ansible-runner and return what happened.
 
@@ -357,7 +429,21 @@ def run_playbook(
     receives each ansible-runner event dict (`event`, `event_data`, `stdout`, ...) as it arrives.
     `quiet=False` also prints Ansible's own output. Raises `RunnerInputError` naming the file or
     field for bad input, before anything runs.
+
+    `timeout` (seconds above 0; None, the default, waits for ever) and `cancel` (a
+    threading.Event, or a callable returning True to stop, checked about five times a second,
+    like ansible-runner's cancel_callback) stop the run: every process of it is killed
+    (ansible-playbook's process group and the workers that made sessions of their own), waited
+    for, and only then is the private directory removed; the result's status is then "timeout"
+    or "canceled". An exception in `on_event` or a KeyboardInterrupt stops the run the same way
+    before it propagates. `RunNotStoppedError` if processes outlive SIGKILL for 10 s.
     """
+    _check_run_controls(timeout, cancel, verbosity)
+    if inventory is not None and not isinstance(inventory, (str, os.PathLike, Mapping)):
+        raise RunnerInputError(
+            "inventory: must be a path (str or os.PathLike) or an inventory mapping, "
+            f"got {type(inventory).__name__}"
+        )
     root = project_root()
     playbook_path = resolve_playbook(playbook, root)
     inventory_path: Path | None = None
@@ -373,8 +459,6 @@ def run_playbook(
     joined_skip_tags = _join_tags(skip_tags, "skip_tags")
     if limit is not None:
         _check_name(limit, "limit")
-    if verbosity < 0 or verbosity > 6:
-        raise RunnerInputError(f"verbosity: must be between 0 and 6, got {verbosity}")
     for key, value in (envvars or {}).items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise RunnerInputError(f"envvars: {key!r} must map a string to a string")
@@ -407,6 +491,13 @@ def run_playbook(
             **(envvars or {}),
             "PATH": search_path,
         }
+        marker = f"{RUN_MARKER_ENV}={private_data_dir}"
+        environment[RUN_MARKER_ENV] = str(private_data_dir)
+        settings_dir = private_data_dir / "env"
+        settings_dir.mkdir(mode=0o700)
+        (settings_dir / "settings").write_text(
+            json.dumps({"pexpect_timeout": _CANCEL_POLL_SECONDS})
+        )
         cmdline = " ".join(
             flag for flag, wanted in (("--check", check), ("--diff", diff)) if wanted
         )
@@ -414,7 +505,33 @@ def run_playbook(
         stats: dict[str, HostStats] = {}
         failures: list[TaskFailure] = []
 
+        playbook_group: list[int] = []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        stopped: list[str] = []
+        not_stopped: list[RunNotStoppedError] = []
+
+        def stop_requested() -> bool:
+            if stopped:
+                return True
+            if isinstance(cancel, threading.Event):
+                cancelled = cancel.is_set()
+            else:
+                cancelled = cancel is not None and bool(cancel())
+            if cancelled or (deadline is not None and time.monotonic() > deadline):
+                stopped.append("canceled" if cancelled else "timeout")
+                try:
+                    _stop_run(marker.encode(), playbook_group[0] if playbook_group else None)
+                except RunNotStoppedError as error:
+                    # ansible-runner would wrap it in its CallbackError: raised below instead.
+                    not_stopped.append(error)
+                return True
+            return False
+
         def handle_event(event: Mapping[str, Any]) -> bool:
+            pid = event.get("pid")
+            if not playbook_group and isinstance(pid, int):
+                with contextlib.suppress(OSError):
+                    playbook_group.append(os.getpgid(pid))
             failure = _failure_from_event(event)
             if failure is not None:
                 failures.append(failure)
@@ -430,6 +547,7 @@ def run_playbook(
             "playbook": str(playbook_path),
             "envvars": environment,
             "event_handler": handle_event,
+            "cancel_callback": stop_requested,
             "quiet": quiet,
             "json_mode": False,
         }
@@ -447,11 +565,14 @@ def run_playbook(
             runner_kwargs["verbosity"] = verbosity
         if cmdline:
             runner_kwargs["cmdline"] = cmdline
-        if timeout is not None:
-            runner_kwargs["timeout"] = timeout
-
-        runner = ansible_runner.run(**runner_kwargs)
-        status = str(runner.status)
+        try:
+            runner = ansible_runner.run(**runner_kwargs)
+        except BaseException:
+            _stop_run(marker.encode(), playbook_group[0] if playbook_group else None)
+            raise
+        if not_stopped:
+            raise not_stopped[0]
+        status = stopped[0] if stopped else str(runner.status)
         rc = int(runner.rc) if runner.rc is not None else -1
         return RunResult(
             playbook=str(playbook_path),

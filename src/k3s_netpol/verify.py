@@ -89,11 +89,12 @@ class Row:
 
 @dataclass(frozen=True)
 class Report:
-    """Every probe's row, and the real drop events no probe accounts for."""
+    """Every probe's row, the real drop events no probe accounts for, and every event read."""
 
     rows: tuple[Row, ...]
     unexplained_drops: tuple[DropEvent, ...] = ()
     notes: tuple[str, ...] = ()
+    events: tuple[DropEvent, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -126,6 +127,7 @@ class Report:
             "rows": [row.to_dict() for row in self.rows],
             "unexplained_drops": [_event_dict(event) for event in self.unexplained_drops],
             "notes": list(self.notes),
+            "events": [_event_dict(event) for event in self.events],
         }
 
 
@@ -212,7 +214,9 @@ def compare(
     if extra:
         notes.append(f"{len(extra)} observed probe(s) not in the expected set were ignored")
     unexplained = tuple(event for event in events if event.real and id(event) not in explained)
-    return Report(rows=tuple(rows), unexplained_drops=unexplained, notes=tuple(notes))
+    return Report(
+        rows=tuple(rows), unexplained_drops=unexplained, notes=tuple(notes), events=tuple(events)
+    )
 
 
 def _row(

@@ -7,11 +7,14 @@ them all), so `k3s-netpol logs` never pays for ansible-runner, rich or the playb
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from k3s_netpol import __version__
+from k3s_netpol.cli._exits import guard_output, run_with_policy
 
 SUBCOMMANDS = {
     "apply": "k3s_netpol.cli.run:apply",
@@ -41,6 +44,35 @@ class LazyGroup(click.Group):
             self.add_command(self._import(cmd_name), cmd_name)
         return super().get_command(ctx, cmd_name)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        return guard_output(lambda: super(LazyGroup, self).invoke(ctx))
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """click's main under the exit-code policy of `k3s_netpol.cli._exits` (standalone mode
+        only; `standalone_mode=False` is click's own behaviour, for embedding)."""
+
+        def run() -> object:
+            return super(LazyGroup, self).main(
+                args,
+                prog_name,
+                complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
+
+        if not standalone_mode:
+            return run()
+        sys.exit(run_with_policy(run))
+
     def _import(self, cmd_name: str) -> click.Command:
         module_name, _, attribute = self.lazy_subcommands[cmd_name].partition(":")
         command = getattr(importlib.import_module(module_name), attribute)
@@ -58,5 +90,13 @@ class LazyGroup(click.Group):
 def main() -> None:
     """Provision K3s with visible NetworkPolicy enforcement, and prove it.
 
-    Exit codes: 0 ok, 1 verification mismatch, 2 usage error, 3 run failed.
+    \b
+    Exit codes (every subcommand):
+      0    ok
+      1    verification mismatch
+      2    usage error or bad input (the message names the file or field)
+      3    run failed (a playbook, a host, a gathering)
+      4    internal error: a bug in k3s-netpol (set K3S_NETPOL_DEBUG=1 for the traceback)
+      130  interrupted (Ctrl-C); output so far is partial
+      141  standard output closed by its reader (| head), quietly
     """

@@ -9,12 +9,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import yaml
+
+from k3s_netpol.cli._exits import ExitCode as ExitCode
+from k3s_netpol.files import InputFileError, read_text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -22,15 +24,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from k3s_netpol.runner import RunResult
-
-
-class ExitCode(IntEnum):
-    """What the process exit status means, for every subcommand."""
-
-    OK = 0
-    MISMATCH = 1
-    USAGE = 2
-    RUN_FAILED = 3
 
 
 class CommandError(click.ClickException):
@@ -43,6 +36,12 @@ class UsageProblem(CommandError):
     """Bad input from the user (a missing file, a malformed value): exit 2."""
 
     exit_code = ExitCode.USAGE
+
+
+class Interrupted(CommandError):
+    """Ctrl-C during a run: exit 130, with a message saying what state it left."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 def usage_error(message: str) -> UsageProblem:
@@ -69,11 +68,9 @@ def parse_extra_vars(values: Sequence[str]) -> dict[str, Any]:
         if text.startswith("@"):
             path = Path(text[1:]).expanduser()
             try:
-                loaded = yaml.safe_load(path.read_text())
-            except OSError as error:
-                raise usage_error(
-                    f"--extra-vars @{path}: cannot read it: {error.strerror}"
-                ) from error
+                loaded = yaml.safe_load(read_text(path))
+            except InputFileError as error:
+                raise usage_error(f"--extra-vars @{error}") from error
             except yaml.YAMLError as error:
                 raise usage_error(f"--extra-vars @{path}: not valid YAML: {error}") from error
             if loaded is None:
@@ -309,6 +306,7 @@ def run_with_progress(
         PlaybookNotFoundError,
         ProjectNotFoundError,
         RunnerInputError,
+        RunNotStoppedError,
         run_playbook,
     )
 
@@ -335,10 +333,12 @@ def run_with_progress(
             ) from error
         except RunnerInputError as error:
             raise usage_error(str(error)) from error
+        except RunNotStoppedError as error:
+            raise CommandError(f"{playbook}: {error}") from error
         except OSError as error:
             raise CommandError(f"{playbook}: could not start ansible-playbook: {error}") from error
         except KeyboardInterrupt as error:
-            raise CommandError(
+            raise Interrupted(
                 f"{playbook}: interrupted; the nodes may be half-configured: run the command "
                 "again to finish (the playbooks are idempotent)"
             ) from error

@@ -19,7 +19,7 @@ from k3s_netpol.bundle import (
     validate_text,
 )
 from k3s_netpol.cli._common import ExitCode, stderr_console, usage_error
-from k3s_netpol.files import write_if_changed
+from k3s_netpol.files import STDIN, InputFileError, read_text, write_if_changed
 from k3s_netpol.model import ManifestError
 
 
@@ -56,7 +56,9 @@ def bundle() -> None:
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write the bundle here (only when its content changes) instead of stdout.",
+    help="Write the bundle here instead of stdout: a regular file is replaced atomically, only "
+    "when its content changes, keeping its mode and owner; '-', a FIFO or a character device is "
+    "written through; a symbolic link, a directory or another special file is refused.",
 )
 def render_command(
     namespaces: tuple[str, ...],
@@ -71,17 +73,17 @@ def render_command(
     try:
         if config_path == "-":
             label = "variables" if key_prefix else "<stdin>"
-            config = config_from_yaml(sys.stdin.read(), label, key_prefix)
+            config = config_from_yaml(read_text(STDIN), label, key_prefix)
         elif config_path is not None:
             config = load_config(config_path, key_prefix)
         else:
             config = BundleConfig()
         if namespaces:
             config = replace(config, namespaces=namespaces)
-    except BundleConfigError as error:
+    except (BundleConfigError, InputFileError) as error:
         raise usage_error(str(error)) from error
     text = render_yaml(render(config))
-    if output is None:
+    if output is None or str(output) == STDIN:
         click.echo(text, nl=False)
         return
     written = write_if_changed(output, text.encode("utf-8"))
@@ -102,10 +104,10 @@ def validate_command(files: tuple[Path, ...]) -> None:
     for path in files:
         try:
             if str(path) == "-":
-                documents = validate_text(sys.stdin.read(), "<stdin>")
+                documents = validate_text(read_text(STDIN), "<stdin>")
             else:
                 documents = validate_manifests(path)
-        except ManifestError as error:
+        except (ManifestError, InputFileError) as error:
             invalid += 1
             console.print(f"invalid: {error}", markup=False, style="red")
             continue

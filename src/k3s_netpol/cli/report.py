@@ -1,24 +1,28 @@
-"""`k3s-netpol report`: expected x observed x logged, written as report.json and report.txt."""
+"""`k3s-netpol report`: expected x observed x logged, written as report.json, report.txt and
+report.html."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
+from k3s_netpol.cli._exits import ExitCode
+from k3s_netpol.files import STDIN, InputFileError, OutputError, read_text, write_file
 from k3s_netpol.logs import DropEvent, LogFileError, LogRecord, drop_events, read_records
-from k3s_netpol.model import ManifestError, Probe, cluster_from_documents, load_manifests
+from k3s_netpol.model import ManifestError, Probe, cluster_from_documents
+from k3s_netpol.report_html import HTML_NAME, write_html
 from k3s_netpol.verify import ProbeKey, Report, compare, probe_key, render_matrix, render_table
 
-EXIT_MISMATCH = 1
-EXIT_USAGE = 2
+EXIT_MISMATCH = ExitCode.MISMATCH
+EXIT_USAGE = ExitCode.USAGE
 
 
 class InputError(click.ClickException):
@@ -33,13 +37,23 @@ class PodPlacement:
     nodes: dict[str, str]
 
 
+def _read(path: Path | str) -> str:
+    try:
+        return read_text(path)
+    except InputFileError as error:
+        raise InputError(str(error)) from None
+
+
 def _load_document(path: Path) -> Any:
+    documents = _load_documents(path, _read(path))
+    if len(documents) > 1:
+        raise InputError(f"{path}: expected one JSON or YAML document, got {len(documents)}")
+    return documents[0] if documents else None
+
+
+def _load_documents(path: Path | str, text: str) -> list[Any]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise InputError(f"{path}: cannot read: {error.strerror}") from None
-    try:
-        return yaml.safe_load(text)
+        return list(yaml.safe_load_all(text))
     except yaml.YAMLError as error:
         raise InputError(f"{path}: not JSON or YAML: {error}") from None
 
@@ -90,10 +104,7 @@ def expected_probes(path: Path | str, document: Any) -> list[Probe]:
 def load_observed(path: Path) -> dict[ProbeKey, bool]:
     """Probe results: JSON lines, a list, or `{"results": [...]}`; each with `from`, `to`,
     `port`, `protocol` and `connected` (true, false, or null for a probe that could not run)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise InputError(f"{path}: cannot read: {error.strerror}") from None
+    text = _read(path)
     stripped = text.lstrip()
     items: list[Mapping[str, Any]]
     if stripped.startswith(("[", "{")) and not _is_json_lines(stripped):
@@ -139,21 +150,24 @@ def _observations(
 
 
 def _is_json_lines(text: str) -> bool:
+    """Whether the first line is a whole JSON object that is one result (not `{"results": ...}`)
+    or is followed by more lines: a one-line JSON-lines file counts."""
     first, _, rest = text.partition("\n")
-    if not rest.strip():
-        return False
     try:
-        json.loads(first)
+        item = json.loads(first)
     except json.JSONDecodeError:
         return False
-    return True
+    return isinstance(item, dict) and (bool(rest.strip()) or "results" not in item)
 
 
 def load_pods(path: Path | str, document: Any | None = None) -> PodPlacement:
     """Pod IPs and nodes from the lab's `{"pods": [{namespace, name, ip, node}]}` or from
     Kubernetes manifests (`kubectl get pods -A -o yaml`, a List, multi-document YAML)."""
     if document is None:
-        document = _load_document(Path(path))
+        documents = [item for item in _load_documents(path, _read(path)) if item is not None]
+        if len(documents) != 1:
+            return _placement_of(path, documents)
+        document = documents[0]
     if isinstance(document, Mapping) and isinstance(document.get("pods"), list):
         ips: dict[str, str] = {}
         nodes: dict[str, str] = {}
@@ -170,11 +184,12 @@ def load_pods(path: Path | str, document: Any | None = None) -> PodPlacement:
             if isinstance(node, str) and node:
                 nodes[key] = node
         return PodPlacement(ips, nodes)
+    return _placement_of(path, [document])
+
+
+def _placement_of(path: Path | str, documents: list[Any]) -> PodPlacement:
     try:
-        if document is not None:
-            cluster = cluster_from_documents([document], str(path))
-        else:
-            cluster = load_manifests([path])
+        cluster = cluster_from_documents(documents, str(path))
     except ManifestError as error:
         raise InputError(str(error)) from None
     return PodPlacement(
@@ -234,7 +249,7 @@ def load_run(value: str) -> RunDocument:
     label = "--run -" if value == "-" else value
     if value == "-":
         try:
-            document = yaml.safe_load(sys.stdin.read())
+            document = yaml.safe_load(_read(STDIN))
         except yaml.YAMLError as error:
             raise InputError(f"{label}: not JSON or YAML: {error}") from None
     else:
@@ -263,11 +278,13 @@ def load_run(value: str) -> RunDocument:
 def save_run_logs(logs: Sequence[tuple[str, str]], out: Path) -> list[tuple[str | None, Path]]:
     """Write the log portions of a run as `<out>/logs/<node>.log`, to be read like any log."""
     directory = out / "logs"
-    directory.mkdir(parents=True, exist_ok=True)
     saved: list[tuple[str | None, Path]] = []
     for node, text in logs:
         path = directory / f"{node}.log"
-        path.write_text(text, encoding="utf-8")
+        try:
+            write_file(path, text.encode("utf-8"))
+        except OutputError as error:
+            raise InputError(f"--out: {error}") from None
         saved.append((node, path))
     return saved
 
@@ -292,13 +309,38 @@ def build_report(
     return dataclasses.replace(report, notes=report.notes + tuple(extra))
 
 
-def write_report(report: Report, out: Path) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
+def write_report(report: Report, out: Path) -> tuple[Path, Path, Path]:
     json_path = out / "report.json"
     text_path = out / "report.txt"
-    json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    text_path.write_text(render_matrix(report) + "\n" + render_table(report), encoding="utf-8")
-    return json_path, text_path
+    document = report.to_dict()
+    try:
+        write_file(json_path, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
+        write_file(text_path, (render_matrix(report) + "\n" + render_table(report)).encode())
+    except OutputError as error:
+        raise InputError(f"--out: {error}") from None
+    return json_path, text_path, _write_html(document, out)
+
+
+def _write_html(document: Mapping[str, Any], out: Path, written: datetime | None = None) -> Path:
+    try:
+        return write_html(document, out / HTML_NAME, written)
+    except OutputError as error:
+        raise InputError(f"--out: {error}") from None
+
+
+def rewrite_html(out: Path) -> Path:
+    """report.html again from OUT/report.json (dated by that file's time), with no other input."""
+    json_path = out / "report.json"
+    try:
+        document = json.loads(json_path.read_text(encoding="utf-8"))
+        written = datetime.fromtimestamp(json_path.stat().st_mtime, UTC)
+    except OSError as error:
+        raise InputError(f"{json_path}: cannot read: {error.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{json_path}: not JSON: {error}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("rows"), list):
+        raise InputError(f"{json_path}: rows: missing; not a report written by k3s-netpol report")
+    return _write_html(document, out, written)
 
 
 @click.command("report")
@@ -353,7 +395,18 @@ def write_report(report: Report, out: Path) -> tuple[Path, Path]:
     "--out",
     required=True,
     type=click.Path(path_type=Path, file_okay=False),
-    help="Directory for report.json and report.txt.",
+    help="Directory for report.json, report.txt and report.html.",
+)
+@click.option(
+    "--html-only",
+    is_flag=True,
+    help="Only write OUT/report.html again from OUT/report.json; no other input is read.",
+)
+@click.option(
+    "--open",
+    "open_page",
+    is_flag=True,
+    help="Open report.html in the desktop's browser once written.",
 )
 def report_command(
     expected_path: Path | None,
@@ -364,6 +417,8 @@ def report_command(
     namespaces: tuple[str, ...],
     protocols: tuple[str, ...],
     out: Path,
+    html_only: bool,
+    open_page: bool,
 ) -> None:
     """Compare expected reachability, probe results and drop logs; write the report.
 
@@ -376,7 +431,28 @@ def report_command(
       k3s-netpol report --expected expected.json --observed observed.jsonl \\
           --log node1=node1.log --pods lab.json --out artifacts/
       k3s-netpol report --expected lab.json --run - --out artifacts/ < run.json
+      k3s-netpol report --html-only --open --out artifacts/
     """
+    if html_only:
+        given = [
+            name
+            for name, value in (
+                ("--expected", expected_path),
+                ("--observed", observed_path),
+                ("--log", logs),
+                ("--pods", pods_path),
+                ("--run", run_source),
+                ("--namespace", namespaces),
+            )
+            if value
+        ]
+        if given:
+            raise InputError(f"--html-only reads only OUT/report.json; drop {', '.join(given)}")
+        html_path = rewrite_html(out)
+        click.echo(f"wrote {html_path}")
+        if open_page:
+            click.launch(str(html_path))
+        return
     run = load_run(run_source) if run_source is not None else None
     expected_document: Any = None
     if expected_path is not None:
@@ -414,8 +490,10 @@ def report_command(
         report = build_report(expected, observed, events, pods, protocols, notes)
     except ValueError as error:
         raise InputError(f"{pods_path or expected_path or run_source}: {error}") from None
-    json_path, text_path = write_report(report, out)
+    json_path, text_path, html_path = write_report(report, out)
     click.echo(render_matrix(report), nl=False)
-    click.echo(f"wrote {json_path} and {text_path}")
+    click.echo(f"wrote {json_path}, {text_path} and {html_path}")
+    if open_page:
+        click.launch(str(html_path))
     if not report.ok:
         click.get_current_context().exit(EXIT_MISMATCH)
