@@ -55,8 +55,9 @@ DOWN_PLAYBOOKS = ("playbooks/lab_down.yml",)
 
 @click.group("lab")
 def lab() -> None:
-    """The lab: pods as network namespaces on cni0 in a systemd container, real nginx and
-    ulogd2, and the policies compiled into kube-router's ipsets and iptables rules."""
+    """The lab: systemd containers as K3s nodes (server and agent), pods as network namespaces
+    on each node's cni0, flannel.1 between nodes, real nginx and ulogd2, and the policies
+    compiled per node into kube-router's ipsets and iptables rules."""
 
 
 @lab.command(
@@ -267,7 +268,7 @@ _artifacts_option = click.option(
 @_artifacts_option
 @playbook_options
 def up_command(**params: Any) -> None:
-    """Create the lab node container, install ulogd2, render the bundle, build the lab.
+    """Create the lab's node containers, install ulogd2, render the bundle, build the lab.
 
     Runs playbooks/lab_nodes.yml, ulogd.yml, policies.yml and lab.yml on inventory/lab.yml
     (or -i). Exit codes: 0 ok, 2 usage error, 3 run failed.
