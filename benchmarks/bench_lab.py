@@ -302,9 +302,9 @@ def boot(name: str, network: str) -> str:
     )
     podman("exec", "-i", name, "tee", "/etc/ulogd.conf", stdin=ULOGD_CONF)
     podman("exec", name, "systemctl", "restart", "ulogd2")
-    return podman(
-        "inspect", "-f", "{{.NetworkSettings.Networks." + network + ".IPAddress}}", name
-    ).strip()
+    details = json.loads(podman("inspect", "--format", "json", name))
+    address: str = details[0]["NetworkSettings"]["Networks"][network]["IPAddress"]
+    return address
 
 
 def in_node(container: str, *args: str) -> Any:
