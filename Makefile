@@ -18,7 +18,7 @@ help: ## List the targets.
 setup: ## Install Debian packages, .venv, containers.conf and the local systemd image (idempotent).
 	@bash scripts/setup.sh
 
-lab: setup ## Run site.yml on the built-in lab: ulogd2, the policy bundle, the lab, verify.
+lab: setup ## Run site.yml on the built-in two-node lab: ulogd2, the policy bundle, the lab, verify.
 	ansible-playbook site.yml
 	@echo; echo "== The probe matrix ($(artifacts_dir)/report.txt)"
 	@cat "$(artifacts_dir)/report.txt"
@@ -27,7 +27,7 @@ lab: setup ## Run site.yml on the built-in lab: ulogd2, the policy bundle, the l
 	  --snapshot src/k3s_netpol/data/lab/workloads.yaml --snapshot "$(artifacts_dir)/bundle.yaml"
 	@echo; echo "== The report: $(artifacts_dir)/report.html (and report.json, report.txt)"
 
-lab-down: setup ## Remove the lab's node container.
+lab-down: setup ## Remove the lab's node containers and their podman network.
 	ansible-playbook playbooks/lab_down.yml
 
 test: setup lint pytest molecule ## Run every check and test that can run on this machine.

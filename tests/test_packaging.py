@@ -169,7 +169,7 @@ def test_ansible_cfg_paths_resolve_beside_the_packaged_copy(installed: Path, out
     assert f"DEFAULT_ROLES_PATH({config}) = ['{project / 'roles'}']" in dump
     assert f"DEFAULT_HOST_LIST({config}) = ['{project / 'inventory' / 'lab.yml'}']" in dump
     host = run(
-        [str(BIN / "ansible-inventory"), "--host", "k3s-netpol-lab"],
+        [str(BIN / "ansible-inventory"), "--host", "k3s-netpol-lab-server"],
         cwd=outside,
         ANSIBLE_CONFIG=config,
     ).stdout
