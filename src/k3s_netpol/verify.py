@@ -41,7 +41,9 @@ STATUS_RATE_LIMITED = "rate-limited"
 
 @dataclass(frozen=True)
 class RateLimit:
-    """The pod-chain bucket arithmetic for one blocked probe without lines."""
+    """The pod-chain bucket arithmetic for one blocked probe: the packets that reached the
+    chain before it, and the most tokens the bucket can have had left when it came (the bucket
+    taken as full at the first of them: refilled by the last sync at best)."""
 
     node: str
     pod: str
@@ -49,21 +51,49 @@ class RateLimit:
     burst: int
     rate_per_minute: int
     elapsed: float
+    tokens_left: float
 
     @property
     def tokens_at_most(self) -> float:
+        """Every token the bucket can have given since the first packet: burst + rate x time."""
         return self.burst + self.rate_per_minute * self.elapsed / 60
 
     @property
     def exhausted(self) -> bool:
-        return self.packets_before >= self.tokens_at_most
+        return self.tokens_left < 1
+
+    @classmethod
+    def simulate(
+        cls, node: str, pod: str, arrivals: Sequence[tuple[float, int]], now: float
+    ) -> RateLimit:
+        """Run the bucket (full at the first arrival) over (time, packets) arrivals before now."""
+        rate = POD_CHAIN_RATE_PER_MINUTE / 60
+        ordered = sorted(arrivals)
+        start = ordered[0][0] if ordered else now
+        tokens, clock = float(POD_CHAIN_BURST), start
+        for time, packets in ordered:
+            tokens = min(POD_CHAIN_BURST, tokens + rate * (time - clock))
+            clock = time
+            for _ in range(packets):
+                if tokens >= 1:
+                    tokens -= 1
+        tokens = min(POD_CHAIN_BURST, tokens + rate * max(now - clock, 0.0))
+        return cls(
+            node=node,
+            pod=pod,
+            packets_before=sum(packets for _, packets in ordered),
+            burst=POD_CHAIN_BURST,
+            rate_per_minute=POD_CHAIN_RATE_PER_MINUTE,
+            elapsed=max(now - start, 0.0),
+            tokens_left=tokens,
+        )
 
     def describe(self) -> str:
         return (
             f"{self.packets_before} blocked packet(s) reached {self.pod}'s chain on {self.node} "
-            f"in the {self.elapsed:.1f} s before it; its log bucket holds at most "
-            f"{self.burst} + {self.rate_per_minute}/minute x {self.elapsed:.1f} s = "
-            f"{self.tokens_at_most:.1f} token(s)"
+            f"in the {self.elapsed:.1f} s before it; its log bucket (burst {self.burst}, "
+            f"{self.rate_per_minute}/minute, full at the first) had at most "
+            f"{self.tokens_left:.2f} token(s) left"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +105,7 @@ class RateLimit:
             "rate_per_minute": self.rate_per_minute,
             "elapsed": round(self.elapsed, 3),
             "tokens_at_most": round(self.tokens_at_most, 3),
+            "tokens_left": round(self.tokens_left, 3),
             "exhausted": self.exhausted,
         }
 
@@ -273,6 +304,7 @@ class _Plan:
     destination_node: str | None
     explanation: Explanation | None
     events: list[DropEvent]
+    note: str | None = None
 
     @property
     def judging_chains(self) -> tuple[tuple[str, str], ...]:
@@ -283,10 +315,15 @@ class _Plan:
         return ((self.destination_node, self.probe.destination),)
 
     def judging_nodes(self) -> tuple[str, ...] | None:
-        """Nodes whose lines count as evidence; None: any node (nothing says where)."""
+        """Nodes whose lines count for this probe; None: any node (nothing says where). An
+        allowed probe's lines (false drops) come from the chains of both pods' nodes."""
+        if self.explanation is not None and self.probe.allowed:
+            explanation = self.explanation
+            pods = (explanation.source_node, explanation.destination_node)
+            return None if UNKNOWN_NODE in pods else tuple(dict.fromkeys(pods))
         if self.explanation is not None:
             nodes = self.explanation.evidence.nodes
-            return None if nodes == (UNKNOWN_NODE,) else nodes
+            return None if UNKNOWN_NODE in nodes else nodes
         return None if self.destination_node is None else (self.destination_node,)
 
 
@@ -299,6 +336,7 @@ def _plan(
     placement: Placement,
 ) -> _Plan:
     explanation = None
+    note = None
     if cluster is not None:
         try:
             source, destination = cluster.pod(key[0]), cluster.pod(key[1])
@@ -306,6 +344,12 @@ def _plan(
             raise ValueError(f"{error.args[0]} (probe {key[0]} -> {key[1]})") from None
         decision = decide(cluster, source, destination, key[2], key[3])
         explanation = explain_decision(cluster, decision, placement)
+        if decision.allowed != probe.allowed:
+            note = (
+                f"the manifests say {outcome(decision.allowed)}, the expected probes "
+                f"{outcome(probe.allowed)}: lines looked for on the destination's node"
+            )
+            explanation = None
     return _Plan(
         probe=probe,
         key=key,
@@ -315,6 +359,7 @@ def _plan(
         destination_node=nodes.get(probe.destination),
         explanation=explanation,
         events=[],
+        note=note,
     )
 
 
@@ -381,25 +426,23 @@ def _rate_limit(
     """The bucket arithmetic of the chain (of those that can judge this probe) that received
     the most blocked packets before it; None when nothing says where it was judged."""
     best: RateLimit | None = None
-    mine = started.get(plan.key)
+
+    def sent(index: int) -> tuple[float, int]:
+        # Probes are sent in the order listed; the start times, when known, say more.
+        return (started.get(plans[index].key, 0.0), index)
+
+    mine = sent(plans.index(plan))
     for node, pod in plan.judging_chains:
-        earlier = [
-            other
-            for other in plans
-            if other is not plan
-            and not other.probe.allowed
+        arrivals = [
+            (sent(index)[0], max(1, _Attempts.of(other.events).packets))
+            for index, other in enumerate(plans)
+            if not other.probe.allowed
             and (node, pod) in other.judging_chains
-            and (mine is None or started.get(other.key, mine) <= mine)
+            and sent(index) < mine
         ]
-        packets = sum(max(1, _Attempts.of(other.events).packets) for other in earlier)
-        times = [started[other.key] for other in earlier if other.key in started]
-        elapsed = mine - min(times) if mine is not None and times else 0.0
-        limit = RateLimit(
-            node, pod, packets, POD_CHAIN_BURST, POD_CHAIN_RATE_PER_MINUTE, max(elapsed, 0.0)
-        )
-        if best is None or limit.packets_before - limit.tokens_at_most > (
-            best.packets_before - best.tokens_at_most
-        ):
+        now = mine[0]
+        limit = RateLimit.simulate(node, pod, arrivals, now)
+        if best is None or limit.tokens_left < best.tokens_left:
             best = limit
     return best
 
@@ -429,7 +472,7 @@ def _row(
     on_node = f"on node {where}" if where else "in the logs"
     flow = f"SRC={plan.source_ip} DST={plan.destination_ip} DPT={key[2]} PROTO={key[3]}"
     problems: list[str] = []
-    notes: list[str] = []
+    notes: list[str] = [plan.note] if plan.note else []
     evidence: str | None = None
     found: list[DropEvent] = []
     rate_limit: RateLimit | None = None
@@ -468,7 +511,7 @@ def _row(
         )
     if elsewhere:
         notes.append(f"lines for this flow were also found on node(s) {', '.join(elsewhere)}")
-    attempts = _Attempts.of(found)
+    attempts = _Attempts.of(here if probe.allowed else found)
     if attempts.packets > attempts.attempts:
         notes.append(
             f"{attempts.packets - attempts.attempts} SYN retransmission(s) of the same probe "
