@@ -41,9 +41,7 @@ def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
 def test_json_output_is_exactly_the_probes_document(policy_file: Path) -> None:
     code, out, _ = run("-f", str(CLUSTER), "-f", str(policy_file), "--port", "80/TCP", "-o", "json")
     assert code == 0
-    assert out.startswith(
-        '{"probes": [{"from": "x/a", "to": "x/b", "port": 80, "protocol": "TCP", '
-    )
+    assert out.startswith('{"probes":[{"from":"x/a","to":"x/b","port":80,"protocol":"TCP",')
     document = json.loads(out)
     assert list(document) == ["probes"]
     probes = document["probes"]

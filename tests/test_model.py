@@ -11,9 +11,13 @@ import yaml
 from k3s_netpol.model import (
     NAMESPACE_NAME_LABEL,
     Cluster,
+    Decision,
+    ManifestError,
     NetworkPolicy,
     Pod,
+    SideDecision,
     cluster_from_documents,
+    decide,
     egress_allowed,
     expect,
     ingress_allowed,
@@ -220,21 +224,55 @@ def test_empty_ingress_list_allows_nothing_and_empty_rule_allows_everything() ->
     assert not allowed(absent_from, "ns/a", "ns/b", 81)
 
 
-def test_policy_types_default_to_ingress_plus_egress_when_egress_is_present() -> None:
-    ingress_only = NetworkPolicy("ns", "p", {"podSelector": {}}, {})
-    with_egress = NetworkPolicy("ns", "p", {"podSelector": {}, "egress": []}, {})
-    explicit = NetworkPolicy("ns", "p", {"podSelector": {}, "policyTypes": ["Egress"]}, {})
-    assert ingress_only.policy_types == ("Ingress",)
-    assert with_egress.policy_types == ("Ingress", "Egress")
-    assert explicit.policy_types == ("Egress",)
+@pytest.mark.parametrize(
+    ("spec", "types"),
+    [
+        ({"podSelector": {}}, ("Ingress",)),
+        ({"podSelector": {}, "ingress": []}, ("Ingress",)),
+        ({"podSelector": {}, "egress": []}, ("Ingress",)),  # len(egress) == 0: no Egress
+        ({"podSelector": {}, "egress": None}, ("Ingress",)),
+        ({"podSelector": {}, "egress": [{}]}, ("Ingress", "Egress")),
+        (
+            {"podSelector": {}, "ingress": [], "egress": [{"ports": [{"port": 53}]}]},
+            ("Ingress", "Egress"),
+        ),
+        ({"podSelector": {}, "policyTypes": [], "egress": [{}]}, ("Ingress", "Egress")),
+        ({"podSelector": {}, "policyTypes": ["Egress"]}, ("Egress",)),
+        ({"podSelector": {}, "policyTypes": ["Egress"], "egress": []}, ("Egress",)),
+        ({"podSelector": {}, "policyTypes": ["Ingress"], "egress": [{}]}, ("Ingress",)),
+    ],
+)
+def test_policy_types_default_as_the_api_server_does(
+    spec: dict[str, Any], types: tuple[str, ...]
+) -> None:
+    """k8s pkg/apis/networking/v1/defaults.go: an empty policyTypes becomes Ingress, plus Egress
+    only when len(spec.egress) != 0."""
+    assert NetworkPolicy("ns", "p", spec, {}).policy_types == types
 
 
-def test_egress_present_isolates_both_directions() -> None:
+def test_empty_egress_list_without_policy_types_leaves_egress_open() -> None:
     cluster = two_pods(policy("ns/p", {"podSelector": {"matchLabels": {"app": "a"}}, "egress": []}))
     a, b = cluster.pod("ns/a"), cluster.pod("ns/b")
+    assert egress_allowed(cluster, a, b, 80, "TCP")  # egress: [] alone is not Egress isolation
+    assert not ingress_allowed(cluster, b, a, 80, "TCP")  # the defaulted Ingress isolates a
+    assert allowed(cluster, "ns/a", "ns/b")
+    assert not allowed(cluster, "ns/b", "ns/a")
+
+
+def test_egress_rules_present_isolate_both_directions() -> None:
+    cluster = two_pods(
+        policy(
+            "ns/p",
+            {
+                "podSelector": {"matchLabels": {"app": "a"}},
+                "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}],
+            },
+        )
+    )
+    a, b = cluster.pod("ns/a"), cluster.pod("ns/b")
     assert not egress_allowed(cluster, a, b, 80, "TCP")
+    assert egress_allowed(cluster, a, b, 53, "UDP")
     assert not ingress_allowed(cluster, b, a, 80, "TCP")  # defaulted Ingress isolates a too
-    assert ingress_allowed(cluster, a, b, 80, "TCP")
     assert not allowed(cluster, "ns/a", "ns/b")
     assert not allowed(cluster, "ns/b", "ns/a")
 
@@ -673,3 +711,141 @@ def test_expect_agrees_with_the_pairwise_definition(seed: int) -> None:
 def test_random_clusters_exercise_both_verdicts() -> None:
     verdicts = {p.allowed for seed in range(25) for p in expect(_random_cluster(seed))}
     assert verdicts == {True, False}
+
+
+# ---------------------------------------------------------------- decide()
+
+
+def test_decide_names_the_selecting_policies_and_the_admitting_rules() -> None:
+    cluster = build(
+        pod("ns/a", "10.0.0.1", {"app": "a"}, HTTP),
+        pod("ns/b", "10.0.0.2", {"app": "b"}, HTTP),
+        policy("ns/deny-all", {"podSelector": {}, "ingress": []}),
+        policy(
+            "ns/b-from-a",
+            {
+                "podSelector": {"matchLabels": {"app": "b"}},
+                "ingress": [
+                    {"from": [{"podSelector": {"matchLabels": {"app": "x"}}}]},
+                    {"from": [{"podSelector": {"matchLabels": {"app": "a"}}}]},
+                    {"ports": [{"port": 80}]},
+                ],
+            },
+        ),
+        policy(
+            "ns/a-egress",
+            {
+                "podSelector": {"matchLabels": {"app": "a"}},
+                "policyTypes": ["Egress"],
+                "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}],
+            },
+        ),
+    )
+    a, b = cluster.pod("ns/a"), cluster.pod("ns/b")
+    decision = decide(cluster, a, b, 80, "TCP")
+    assert decision == Decision(
+        "ns/a",
+        "ns/b",
+        80,
+        "TCP",
+        egress=SideDecision("egress", "ns/a", True, ("ns/a-egress",), (), False),
+        ingress=SideDecision(
+            "ingress",
+            "ns/b",
+            True,
+            ("ns/deny-all", "ns/b-from-a"),
+            (("ns/b-from-a", 1), ("ns/b-from-a", 2)),
+            True,
+        ),
+        allowed=False,
+    )
+    reverse = decide(cluster, b, a, 80, "TCP")
+    assert reverse.egress == SideDecision("egress", "ns/b", False, (), (), True)
+    assert reverse.ingress == SideDecision("ingress", "ns/a", True, ("ns/deny-all",), (), False)
+    assert not reverse.allowed
+    dns = decide(cluster, a, b, 53, "UDP")
+    assert dns.egress.allowing == (("ns/a-egress", 0),)
+    assert dns.ingress.allowing == (("ns/b-from-a", 1),)
+    assert dns.allowed
+
+
+def test_decide_is_what_is_allowed_and_the_side_checks_say() -> None:
+    for seed in range(10):
+        cluster = _random_cluster(seed)
+        for src in cluster.pods:
+            for dst in cluster.pods:
+                decision = decide(cluster, src, dst, 80, "TCP")
+                assert decision.allowed == is_allowed(cluster, src, dst, 80, "TCP")
+                assert decision.egress.allowed == egress_allowed(cluster, src, dst, 80, "TCP")
+                assert decision.ingress.allowed == ingress_allowed(cluster, src, dst, 80, "TCP")
+                for side in (decision.egress, decision.ingress):
+                    assert side.isolated == bool(side.selecting)
+                    assert {key for key, _ in side.allowing} <= set(side.selecting)
+
+
+# ---------------------------------------------------------------- pods kube-router ignores
+
+
+def test_pods_kube_router_ignores_are_kept_apart_and_match_nothing() -> None:
+    host = pod("ns/svclb", "192.168.1.10", {"app": "web"}, HTTP)
+    host["spec"]["hostNetwork"] = True
+    done = pod("ns/job", "10.0.0.9", {"app": "web"}, HTTP)
+    done["status"]["phase"] = "Succeeded"
+    failed = pod("ns/crashed", "10.0.0.8", {"app": "web"}, HTTP)
+    failed["status"]["phase"] = "Failed"
+    pending = pod("ns/pending", None, {"app": "web"}, HTTP)
+    pending["status"] = {"phase": "Pending"}
+    planned = pod("ns/planned", None, {"app": "web"}, HTTP)  # no status: not run yet
+    running = pod("ns/web", "10.0.0.2", {"app": "web"}, HTTP)
+    running["status"]["phase"] = "Running"
+    cluster = build(
+        pod("ns/client", "10.0.0.1", {"app": "client"}, HTTP),
+        host,
+        done,
+        failed,
+        pending,
+        planned,
+        running,
+        policy(
+            "ns/web-from-web",
+            {
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "ingress": [
+                    {"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]},
+                    {"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 81}]},
+                ],
+            },
+        ),
+    )
+    assert [p.key for p in cluster.pods] == ["ns/client", "ns/planned", "ns/web"]
+    assert {p.key: p.ignored_reason for p in cluster.ignored} == {
+        "ns/svclb": "hostNetwork: NetworkPolicy does not apply to the node's network",
+        "ns/job": "phase Succeeded: finished",
+        "ns/crashed": "phase Failed: finished",
+        "ns/pending": "phase Pending, no podIP yet",
+    }
+    assert {p.source for p in expect(cluster)} == {"ns/client", "ns/planned", "ns/web"}
+    web = cluster.pod("ns/web")
+    for key in ("ns/svclb", "ns/job", "ns/crashed", "ns/pending"):
+        ignored = cluster.pod(key)
+        assert not policy_selects(cluster.policies[0], ignored)
+        assert not is_allowed(cluster, ignored, web, 80, "TCP")  # matches no peer
+        assert not is_allowed(cluster, ignored, web, 81, "TCP")  # not even 0.0.0.0/0
+        assert decide(cluster, web, ignored, 80, "TCP").ingress.selecting == ()
+    assert allowed(cluster, "ns/planned", "ns/web")  # its podSelector peer matches it
+    assert allowed(cluster, "ns/client", "ns/web", 81)
+    assert allowed(cluster, "ns/planned", "ns/web", 81)  # by the podSelector rule, not ipBlock
+    assert decide(cluster, cluster.pod("ns/planned"), web, 81, "TCP").ingress.allowing == (
+        ("ns/web-from-web", 0),
+    )
+
+
+def test_host_network_and_phase_are_checked() -> None:
+    bad = pod("ns/a", "10.0.0.1")
+    bad["spec"]["hostNetwork"] = "yes"
+    with pytest.raises(ManifestError, match=r"ns/a\): spec.hostNetwork: expected true or false"):
+        build(bad)
+    bad = pod("ns/a", "10.0.0.1")
+    bad["status"]["phase"] = 3
+    with pytest.raises(ManifestError, match=r"ns/a\): status.phase: expected a string"):
+        build(bad)

@@ -3,19 +3,24 @@
 `load_manifests` reads ordinary manifests (multi-document YAML, or a `kind: List` such as
 `kubectl get ns,pods,networkpolicies -A -o yaml` prints) and validates every NetworkPolicy the
 way the API server would, so a bad field fails here with the file and the field path named.
-`expect` answers, for every ordered pair of distinct pods and every port, whether a connection
-is allowed: the destination's ingress AND the source's egress must both allow it.
+`decide` says, for one connection, which policies select each side and which of their rules
+admit it: the destination's ingress AND the source's egress must both allow it. `expect` answers
+the same question for every ordered pair of distinct pods and every port, from tables
+precomputed over the whole cluster (tests hold it equal to `decide`).
+
+Pods kube-router ignores (`isNetPolActionable`: hostNetwork pods, finished pods, pods a cluster
+has given no IP) are kept apart in `Cluster.ignored`: no policy selects them, no peer matches
+them, and they are not probe endpoints.
 """
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -23,6 +28,8 @@ import yaml
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 POLICY_TYPES = ("Ingress", "Egress")
+# Phases kube-router treats as finished (isFinished; "Completed" is its own constant).
+FINISHED_PHASES = ("Succeeded", "Failed", "Completed")
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 DEFAULT_NAMESPACE = "default"
 
@@ -77,10 +84,27 @@ class Pod:
     ip: str | None
     ports: tuple[ContainerPort, ...]
     node: str | None
+    host_network: bool = False
+    phase: str | None = None  # status.phase; None for a manifest no cluster has run yet
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @cached_property
+    def ignored_reason(self) -> str | None:
+        """Why kube-router leaves this pod out of every policy (isNetPolActionable), or None.
+
+        A pod without status.phase is a manifest no cluster has run yet: it has no IP because
+        none was given, and it stays in the model (only an ipBlock cannot match it).
+        """
+        if self.host_network:
+            return "hostNetwork: NetworkPolicy does not apply to the node's network"
+        if self.phase in FINISHED_PHASES:
+            return f"phase {self.phase}: finished"
+        if self.phase is not None and self.ip is None:
+            return f"phase {self.phase}, no podIP yet"
+        return None
 
 
 @dataclass(frozen=True)
@@ -94,25 +118,32 @@ class NetworkPolicy:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
-    @property
+    @cached_property
     def policy_types(self) -> tuple[str, ...]:
-        """spec.policyTypes, or what the API server defaults it to when it is absent."""
+        """spec.policyTypes, or what the API server defaults an empty one to
+        (k8s pkg/apis/networking/v1/defaults.go): Ingress, plus Egress only when spec.egress
+        holds at least one rule, so `egress: []` alone leaves egress open."""
         declared = self.spec.get("policyTypes")
         if declared:
             return tuple(declared)
-        if self.spec.get("egress") is not None:
+        if self.spec.get("egress"):
             return ("Ingress", "Egress")
         return ("Ingress",)
 
 
 @dataclass
 class Cluster:
+    """`pods` are the probe endpoints; `ignored` the pods kube-router ignores (see
+    Pod.ignored_reason), in manifest order."""
+
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     pods: list[Pod] = field(default_factory=list)
     policies: list[NetworkPolicy] = field(default_factory=list)
+    ignored: list[Pod] = field(default_factory=list)
 
     def pod(self, key: str) -> Pod:
-        for pod in self.pods:
+        """The pod named `ns/name`, an ignored one included."""
+        for pod in (*self.pods, *self.ignored):
             if pod.key == key:
                 return pod
         raise KeyError(f"no pod {key!r} in the cluster")
@@ -266,7 +297,9 @@ class _ClusterBuilder:
         for name in self.referenced_namespaces:
             if name not in namespaces:
                 namespaces[name] = Namespace(name, {NAMESPACE_NAME_LABEL: name})
-        return Cluster(namespaces, list(self.pods.values()), list(self.policies.values()))
+        pods = [pod for pod in self.pods.values() if pod.ignored_reason is None]
+        ignored = [pod for pod in self.pods.values() if pod.ignored_reason is not None]
+        return Cluster(namespaces, pods, list(self.policies.values()), ignored)
 
 
 def _pod(
@@ -282,7 +315,15 @@ def _pod(
     node = spec.get("nodeName")
     if node is not None and not isinstance(node, str):
         raise ManifestError(f"{context}: spec.nodeName: expected a string")
-    ip = status.get("podIP")
+    host_network = spec.get("hostNetwork")
+    if host_network is None:
+        host_network = False
+    if not isinstance(host_network, bool):
+        raise ManifestError(f"{context}: spec.hostNetwork: expected true or false")
+    phase = status.get("phase")
+    if phase is not None and not isinstance(phase, str):
+        raise ManifestError(f"{context}: status.phase: expected a string")
+    ip = status.get("podIP") or None
     if ip is not None:
         if not isinstance(ip, str):
             raise ManifestError(f"{context}: status.podIP: expected an IP address string")
@@ -309,7 +350,7 @@ def _pod(
             if port_name is not None and not isinstance(port_name, str):
                 raise ManifestError(f"{context}: {p_path}.name: expected a string")
             ports.append(ContainerPort(number, protocol, port_name))
-    return Pod(namespace, name, labels, ip, tuple(ports), node)
+    return Pod(namespace, name, labels, ip, tuple(ports), node, host_network, phase or None)
 
 
 def _policy(
@@ -542,16 +583,26 @@ def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, st
 
 
 def policy_selects(policy: NetworkPolicy, pod: Pod) -> bool:
-    """Whether the policy applies to the pod: same namespace and spec.podSelector matches."""
-    return pod.namespace == policy.namespace and selector_matches(
-        policy.spec.get("podSelector"), pod.labels
+    """Whether the policy applies to the pod: same namespace and spec.podSelector matches.
+
+    A pod kube-router ignores (Pod.ignored_reason) is selected by no policy.
+    """
+    return (
+        pod.namespace == policy.namespace
+        and pod.ignored_reason is None
+        and selector_matches(policy.spec.get("podSelector"), pod.labels)
     )
 
 
 def peer_matches(
     cluster: Cluster, policy: NetworkPolicy, peer: Mapping[str, Any], pod: Pod
 ) -> bool:
-    """Whether one from/to peer (podSelector, namespaceSelector, both, or ipBlock) covers pod."""
+    """Whether one from/to peer (podSelector, namespaceSelector, both, or ipBlock) covers pod.
+
+    A pod kube-router ignores matches no peer; a pod without an IP matches no ipBlock.
+    """
+    if pod.ignored_reason is not None:
+        return False
     block = peer.get("ipBlock")
     if block is not None:
         return pod.ip is not None and _ip_in_block(ipaddress.ip_address(pod.ip), block)
@@ -603,61 +654,148 @@ def _port_entry_matches(
     return bool(wanted <= port <= (end_port if end_port is not None else wanted))
 
 
-def _direction_allowed(
+# (policy type, the spec's rule list, the rule's peer list) per direction
+_DIRECTIONS = {"ingress": ("Ingress", "ingress", "from"), "egress": ("Egress", "egress", "to")}
+
+
+def rule_admits(
     cluster: Cluster,
+    policy: NetworkPolicy,
     direction: str,
-    subject: Pod,
-    peer_pod: Pod,
+    rule: Mapping[str, Any],
+    peer: Pod,
     destination: Pod,
     port: int,
     protocol: str,
 ) -> bool:
-    policy_type, rules_key, peers_key = (
-        ("Ingress", "ingress", "from") if direction == "ingress" else ("Egress", "egress", "to")
+    """Whether one ingress/egress rule admits the peer pod (source for ingress, destination
+    for egress) on port/protocol of the destination pod. No peers means every peer."""
+    peers = rule.get(_DIRECTIONS[direction][2])
+    if peers and not any(peer_matches(cluster, policy, entry, peer) for entry in peers):
+        return False
+    return ports_match(rule.get("ports"), destination, port, protocol)
+
+
+@dataclass(frozen=True)
+class SideDecision:
+    """One side of a connection: the destination's ingress or the source's egress."""
+
+    direction: str  # "ingress" | "egress"
+    pod: str  # "ns/name" whose policies judge this side (dst for ingress, src for egress)
+    isolated: bool  # some policy of this direction selects that pod
+    selecting: tuple[str, ...]  # policy keys of this direction selecting the pod, manifest order
+    allowing: tuple[tuple[str, int], ...]  # (policy key, rule index) of rules admitting it
+    allowed: bool  # not isolated, or some rule admits
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A verdict and the reasons behind it: allowed iff both sides allow."""
+
+    source: str
+    destination: str
+    port: int
+    protocol: str
+    egress: SideDecision
+    ingress: SideDecision
+    allowed: bool  # egress.allowed and ingress.allowed
+
+
+def decide(cluster: Cluster, source: Pod, destination: Pod, port: int, protocol: str) -> Decision:
+    """Whether source may open port/protocol on destination, and which policies and rules say so."""
+    egress = _decide_side(cluster, "egress", source, destination, destination, port, protocol)
+    ingress = _decide_side(cluster, "ingress", destination, source, destination, port, protocol)
+    return Decision(
+        source.key,
+        destination.key,
+        port,
+        protocol,
+        egress,
+        ingress,
+        egress.allowed and ingress.allowed,
     )
-    isolated = False
+
+
+def _decide_side(
+    cluster: Cluster,
+    direction: str,
+    subject: Pod,
+    peer: Pod,
+    destination: Pod,
+    port: int,
+    protocol: str,
+) -> SideDecision:
+    policy_type, rules_key, _peers_key = _DIRECTIONS[direction]
+    selecting: list[str] = []
+    allowing: list[tuple[str, int]] = []
     for policy in cluster.policies:
         if policy_type not in policy.policy_types or not policy_selects(policy, subject):
             continue
-        isolated = True
-        for rule in policy.spec.get(rules_key) or ():
-            peers = rule.get(peers_key)
-            if peers and not any(peer_matches(cluster, policy, peer, peer_pod) for peer in peers):
-                continue
-            if ports_match(rule.get("ports"), destination, port, protocol):
-                return True
-    return not isolated
+        selecting.append(policy.key)
+        for index, rule in enumerate(policy.spec.get(rules_key) or ()):
+            if rule_admits(cluster, policy, direction, rule, peer, destination, port, protocol):
+                allowing.append((policy.key, index))
+    isolated = bool(selecting)
+    return SideDecision(
+        direction,
+        subject.key,
+        isolated,
+        tuple(selecting),
+        tuple(allowing),
+        not isolated or bool(allowing),
+    )
 
 
 def ingress_allowed(cluster: Cluster, src: Pod, dst: Pod, port: int, protocol: str) -> bool:
     """Whether dst's ingress policies (if any select it) admit src on port/protocol."""
-    return _direction_allowed(cluster, "ingress", dst, src, dst, port, protocol)
+    return _decide_side(cluster, "ingress", dst, src, dst, port, protocol).allowed
 
 
 def egress_allowed(cluster: Cluster, src: Pod, dst: Pod, port: int, protocol: str) -> bool:
     """Whether src's egress policies (if any select it) admit dst on port/protocol."""
-    return _direction_allowed(cluster, "egress", src, dst, dst, port, protocol)
+    return _decide_side(cluster, "egress", src, dst, dst, port, protocol).allowed
 
 
 def is_allowed(cluster: Cluster, src: Pod, dst: Pod, port: int, protocol: str) -> bool:
-    """A connection is allowed iff dst's ingress AND src's egress allow it."""
-    return ingress_allowed(cluster, src, dst, port, protocol) and egress_allowed(
-        cluster, src, dst, port, protocol
-    )
+    """A connection is allowed iff dst's ingress AND src's egress allow it (see decide)."""
+    return decide(cluster, src, dst, port, protocol).allowed
 
 
 # --------------------------------------------------------------------------- expect
 
 
-@dataclass
-class _Rule:
-    peers: int  # bitmask over pod indices
+@dataclass(frozen=True, slots=True)
+class IndexedRule:
+    """One rule of one policy, with its pod sets as bitmasks over Cluster.pods' indices."""
+
+    policy: str  # the policy's key
+    index: int  # the rule's index in spec.ingress or spec.egress
+    peers: int  # the pods its from/to names (every pod when it names none)
     ports: Sequence[Mapping[str, Any]] | None
-    selected: int  # bitmask of pods the owning policy selects
+    selected: int  # the pods its policy selects
 
 
-class _Index:
-    """The cluster precomputed for the whole matrix: pod sets as bitmasks over pod indices."""
+@dataclass(frozen=True, slots=True)
+class ProbeColumn:
+    """One destination and port, and the verdict for every source (decide's, computed at once).
+
+    Bitmasks are over Cluster.pods' indices; `allowed_from` never holds the destination itself.
+    """
+
+    destination: int
+    port: int
+    protocol: str
+    allowed_from: int
+    by_ingress: int  # the sources the destination's ingress admits
+    by_egress: int  # the sources whose egress admits the destination
+    ingress_rules: tuple[IndexedRule, ...]  # rules of policies selecting it that admit the port
+    egress_rules: tuple[IndexedRule, ...]  # egress rules naming it that admit the port
+
+
+class ClusterIndex:
+    """The cluster precomputed for the whole matrix: which policies select each pod and which
+    pods each rule names, as bitmasks over pod indices, so that one destination and port is a
+    few integer operations per rule. It uses the same matchers as decide()."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
@@ -673,46 +811,58 @@ class _Index:
             )
         self._peer_cache: dict[tuple[str, str], int] = {}
         self._selector_cache: dict[tuple[str, str], int] = {}
-        self.ingress_rules_of: list[list[_Rule]] = [[] for _ in self.pods]
+        self._ports_cache: dict[tuple[int, tuple[ContainerPort, ...], int, str], bool] = {}
+        self.ingress_rules_of: list[list[IndexedRule]] = [[] for _ in self.pods]
+        self.ingress_selecting_of: list[list[str]] = [[] for _ in self.pods]
+        self.egress_rules_to: list[list[IndexedRule]] = [[] for _ in self.pods]
+        # Egress policies per namespace: (key, the pods it selects); only they can judge its pods.
+        self.egress_policies_in: dict[str, list[tuple[str, int]]] = {}
         self.ingress_isolated = 0
         self.egress_isolated = 0
-        self.egress_rules_to: list[list[_Rule]] = [[] for _ in self.pods]
         for policy in cluster.policies:
             self._add_policy(policy)
 
     def _add_policy(self, policy: NetworkPolicy) -> None:
-        selected = self._pods_selected(
-            policy.namespace, policy.spec.get("podSelector"), self.by_namespace
-        )
+        selected = self._pods_selected(policy.namespace, policy.spec.get("podSelector"))
         types = policy.policy_types
         if "Ingress" in types:
             self.ingress_isolated |= selected
             rules = [
-                _Rule(self._peers_mask(policy, rule.get("from")), rule.get("ports"), selected)
-                for rule in policy.spec.get("ingress") or ()
+                IndexedRule(
+                    policy.key,
+                    index,
+                    self._peers_mask(policy, rule.get("from")),
+                    rule.get("ports"),
+                    selected,
+                )
+                for index, rule in enumerate(policy.spec.get("ingress") or ())
             ]
-            for index in _bits(selected):
+            for index in bit_indices(selected):
                 self.ingress_rules_of[index].extend(rules)
+                self.ingress_selecting_of[index].append(policy.key)
         if "Egress" in types:
             self.egress_isolated |= selected
-            for rule in policy.spec.get("egress") or ():
-                compiled = _Rule(
-                    self._peers_mask(policy, rule.get("to")), rule.get("ports"), selected
+            self.egress_policies_in.setdefault(policy.namespace, []).append((policy.key, selected))
+            for index, rule in enumerate(policy.spec.get("egress") or ()):
+                compiled = IndexedRule(
+                    policy.key,
+                    index,
+                    self._peers_mask(policy, rule.get("to")),
+                    rule.get("ports"),
+                    selected,
                 )
-                for index in _bits(compiled.peers):
-                    self.egress_rules_to[index].append(compiled)
+                for destination in bit_indices(compiled.peers):
+                    self.egress_rules_to[destination].append(compiled)
 
-    def _pods_selected(
-        self, namespace: str, selector: Mapping[str, Any] | None, namespaces: Mapping[str, int]
-    ) -> int:
-        candidates = namespaces.get(namespace, 0)
+    def _pods_selected(self, namespace: str, selector: Mapping[str, Any] | None) -> int:
+        candidates = self.by_namespace.get(namespace, 0)
         if not selector or not candidates:
             return candidates
         key = (namespace, repr(selector))
         cached = self._selector_cache.get(key)
         if cached is None:
             cached = 0
-            for index in _bits(candidates):
+            for index in bit_indices(candidates):
                 if selector_matches(selector, self.pods[index].labels):
                     cached |= 1 << index
             self._selector_cache[key] = cached
@@ -734,18 +884,9 @@ class _Index:
     def _peer_mask(self, policy: NetworkPolicy, peer: Mapping[str, Any]) -> int:
         block = peer.get("ipBlock")
         if block is not None:
-            cidr = ipaddress.ip_network(block["cidr"], strict=False)
-            excepted = [
-                ipaddress.ip_network(value, strict=False) for value in block.get("except") or ()
-            ]
             mask = 0
             for index, address in enumerate(self.addresses):
-                if (
-                    address is not None
-                    and address.version == cidr.version
-                    and address in cidr
-                    and not any(address in network for network in excepted)
-                ):
+                if address is not None and _ip_in_block(address, block):
                     mask |= 1 << index
             return mask
         namespace_selector = peer.get("namespaceSelector")
@@ -759,102 +900,137 @@ class _Index:
             ]
         mask = 0
         for name in namespaces:
-            mask |= self._pods_selected(name, peer.get("podSelector"), self.by_namespace)
+            mask |= self._pods_selected(name, peer.get("podSelector"))
         return mask
 
-    def allowed_sources(self, destination: int, port: int, protocol: str) -> int:
-        """Bitmask of the pods that may open port/protocol on the destination pod."""
+    def _ports_admit(self, rule: IndexedRule, pod: Pod, port: int, protocol: str) -> bool:
+        if not rule.ports:
+            return True
+        key = (id(rule.ports), pod.ports, port, protocol)
+        cached = self._ports_cache.get(key)
+        if cached is None:
+            cached = self._ports_cache[key] = ports_match(rule.ports, pod, port, protocol)
+        return cached
+
+    def column(self, destination: int, port: int, protocol: str) -> ProbeColumn:
+        """Every source's verdict on one destination and port, with the rules that admit it."""
         pod = self.pods[destination]
-        bit = 1 << destination
-        if self.ingress_isolated & bit:
+        ingress_rules = tuple(
+            rule
+            for rule in self.ingress_rules_of[destination]
+            if self._ports_admit(rule, pod, port, protocol)
+        )
+        if self.ingress_isolated >> destination & 1:
             by_ingress = 0
-            for rule in self.ingress_rules_of[destination]:
-                if (rule.peers | by_ingress) != by_ingress and ports_match(
-                    rule.ports, pod, port, protocol
-                ):
-                    by_ingress |= rule.peers
+            for rule in ingress_rules:
+                by_ingress |= rule.peers
         else:
             by_ingress = self.everyone
+        egress_rules = tuple(
+            rule
+            for rule in self.egress_rules_to[destination]
+            if self._ports_admit(rule, pod, port, protocol)
+        )
         by_egress = self.everyone & ~self.egress_isolated
-        for rule in self.egress_rules_to[destination]:
-            if (rule.selected | by_egress) != by_egress and ports_match(
-                rule.ports, pod, port, protocol
-            ):
-                by_egress |= rule.selected
-        return by_ingress & by_egress
+        for rule in egress_rules:
+            by_egress |= rule.selected
+        allowed = by_ingress & by_egress & ~(1 << destination)
+        return ProbeColumn(
+            destination, port, protocol, allowed, by_ingress, by_egress, ingress_rules, egress_rules
+        )
 
 
-def _bits(mask: int) -> Iterable[int]:
-    index = 0
-    while mask:
-        if mask & 1:
-            yield index
-        mask >>= 1
-        index += 1
+def bit_indices(mask: int) -> list[int]:
+    """The indices of the set bits of a non-negative integer, lowest first."""
+    bits = bin(mask)[:1:-1]
+    indices = []
+    index = bits.find("1")
+    while index >= 0:
+        indices.append(index)
+        index = bits.find("1", index + 1)
+    return indices
+
+
+def check_probe_ports(ports: Sequence[tuple[int, str]] | None) -> None:
+    """ValueError naming the first port/protocol that is not 1-65535 and TCP, UDP or SCTP."""
+    for port, protocol in ports or ():
+        if not _is_port_number(port) or protocol not in PROTOCOLS:
+            raise ValueError(
+                f"probe port {port}/{protocol}: expected 1-65535 and one of {', '.join(PROTOCOLS)}"
+            )
+
+
+def probe_columns(
+    index: ClusterIndex, ports: Sequence[tuple[int, str]] | None = None
+) -> Iterator[ProbeColumn]:
+    """One column per destination pod and port (default: the destination's containerPorts,
+    each port/protocol once), destination by destination in manifest order."""
+    check_probe_ports(ports)
+    for destination, pod in enumerate(index.pods):
+        wanted = dict.fromkeys((p.port, p.protocol) for p in pod.ports) if ports is None else ports
+        for port, protocol in wanted:
+            yield index.column(destination, port, protocol)
 
 
 def expect(cluster: Cluster, ports: Sequence[tuple[int, str]] | None = None) -> list[Probe]:
     """Every ordered pair of distinct pods, on each port (default: the destination's ports).
 
     Probes come source by source, then destination, then port, in the order pods were loaded.
+    For large clusters, stream probe_columns instead: this list holds every probe.
     """
-    if ports is not None:
-        for port, protocol in ports:
-            if not _is_port_number(port) or protocol not in PROTOCOLS:
-                raise ValueError(
-                    f"probe port {port}/{protocol}: expected 1-65535 and one of "
-                    f"{', '.join(PROTOCOLS)}"
-                )
-    index = _Index(cluster)
-    count = len(cluster.pods)
-    # (destination index, destination key, port, protocol, allowed flag per source index)
-    columns: list[tuple[int, str, int, str, str]] = []
-    for destination, pod in enumerate(cluster.pods):
-        wanted = dict.fromkeys((p.port, p.protocol) for p in pod.ports) if ports is None else ports
-        for port, protocol in wanted:
-            mask = index.allowed_sources(destination, port, protocol)
-            columns.append((destination, pod.key, port, protocol, format(mask, f"0{count}b")[::-1]))
+    check_probe_ports(ports)
+    columns = list(probe_columns(ClusterIndex(cluster), ports))
+    keys = [pod.key for pod in cluster.pods]
     probes: list[Probe] = []
-    with _collector_paused():
-        for source, source_pod in enumerate(cluster.pods):
-            source_key = source_pod.key
-            probes.extend(
-                [
-                    Probe(source_key, destination_key, port, protocol, flags[source] == "1")
-                    for destination, destination_key, port, protocol, flags in columns
-                    if destination != source
-                ]
+    for source, source_key in enumerate(keys):
+        probes.extend(
+            Probe(
+                source_key,
+                keys[column.destination],
+                column.port,
+                column.protocol,
+                bool(column.allowed_from >> source & 1),
             )
+            for column in columns
+            if column.destination != source
+        )
     return probes
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building a million acyclic objects.
-
-    Otherwise it rescans the growing list again and again, which doubles the time.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def probes_document(probes: Iterable[Probe]) -> dict[str, list[dict[str, Any]]]:
     """`expect -o json`: {"probes": [{"from", "to", "port", "protocol", "allowed"}]}."""
-    with _collector_paused():
-        return {
-            "probes": [
-                {
-                    "from": probe.source,
-                    "to": probe.destination,
-                    "port": probe.port,
-                    "protocol": probe.protocol,
-                    "allowed": probe.allowed,
-                }
-                for probe in probes
-            ]
-        }
+    return {
+        "probes": [
+            {
+                "from": probe.source,
+                "to": probe.destination,
+                "port": probe.port,
+                "protocol": probe.protocol,
+                "allowed": probe.allowed,
+            }
+            for probe in probes
+        ]
+    }
+
+
+def unaddressed_pods_near_ip_blocks(cluster: Cluster) -> list[tuple[Pod, tuple[str, ...]]]:
+    """Pods without an IP (not yet run, or pending) and the policies whose ipBlock peers could
+    match them once they have one: their verdicts against those policies may change then."""
+    with_blocks = tuple(
+        policy.key
+        for policy in cluster.policies
+        if any(
+            "ipBlock" in peer
+            for policy_type, rules_key, peers_key in _DIRECTIONS.values()
+            if policy_type in policy.policy_types
+            for rule in policy.spec.get(rules_key) or ()
+            for peer in rule.get(peers_key) or ()
+        )
+    )
+    if not with_blocks:
+        return []
+    return [
+        (pod, with_blocks)
+        for pod in (*cluster.pods, *cluster.ignored)
+        if pod.ip is None and not pod.host_network and pod.phase not in FINISHED_PHASES
+    ]
