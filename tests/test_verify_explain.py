@@ -72,16 +72,16 @@ def test_egress_block_is_decided_on_the_sources_node() -> None:
 def test_the_labs_jump_orders_set_the_current_order(tmp_path: Path) -> None:
     lab = {
         "seed": 42,
+        "nodes": [{"name": "node-1", "pod_order": ["y/b", "x/a"]}],
         "pods": [
-            {"namespace": "x", "name": "a", "node": "node-1"},
-            {"namespace": "y", "name": "b", "node": "node-1"},
+            {"namespace": "x", "name": "a", "node": "node-1", "policy_jumps": []},
+            {
+                "namespace": "y",
+                "name": "b",
+                "node": "node-1",
+                "policy_jumps": ["y/allow-from-x-a", "y/deny-ingress"],
+            },
         ],
-        "jump_orders": {
-            "node-1": {
-                "pods": ["y/b", "x/a"],
-                "policies": {"y/b": ["y/allow-from-x-a", "y/deny-ingress"]},
-            }
-        },
     }
     path = tmp_path / "lab.json"
     path.write_text(json.dumps(lab))
@@ -121,10 +121,10 @@ def test_missing_manifest_or_lab_file_exits_2(tmp_path: Path) -> None:
     assert code == 2
     assert "lab.json: cannot read" in output
     bad = tmp_path / "bad.json"
-    bad.write_text('{"pods": [], "jump_orders": {"node-1": {"pods": "x/a"}}}')
+    bad.write_text('{"pods": [], "nodes": [{"name": "node-1", "pod_order": "x/a"}]}')
     code, output = run("x/a", "y/b", "80", "--lab", str(bad))
     assert code == 2
-    assert "jump_orders.node-1.pods: expected a list of names" in output
+    assert "nodes[0].pod_order: expected a list of names" in output
 
 
 def test_placement_from_lab_reads_nodes_seed_and_orders() -> None:
@@ -132,11 +132,11 @@ def test_placement_from_lab_reads_nodes_seed_and_orders() -> None:
         {
             "node": "lab",
             "seed": 7,
+            "nodes": [{"name": "lab", "pod_order": ["x/a"]}],
             "pods": [
-                {"namespace": "x", "name": "a"},
+                {"namespace": "x", "name": "a", "policy_jumps": ["x/p"]},
                 {"namespace": "y", "name": "b", "node": "n2"},
             ],
-            "jump_orders": {"lab": {"pods": ["x/a"], "policies": {"x/a": ["x/p"]}}},
         }
     )
     assert placement.nodes == {"x/a": "lab", "y/b": "n2"}
@@ -215,3 +215,16 @@ def test_a_policy_of_both_types_can_mark_in_the_other_sides_chain(tmp_path: Path
     assert "BLOCKED" in result.output.splitlines()[0]
     assert "decided: no chain rejects it" in result.output
     assert "kube-router's chains and the policies disagree here" in result.output
+
+
+def test_a_pod_kube_router_ignores_is_named_with_the_reason(tmp_path: Path) -> None:
+    manifests = tmp_path / "host.yaml"
+    manifests.write_text(
+        BOTH_TYPES
+        + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: h, namespace: z}\n"
+        + "spec: {hostNetwork: true, containers: [{name: c, image: nginx}]}\n"
+        + "status: {podIP: 10.0.0.5}\n"
+    )
+    result = CliRunner().invoke(main, ["explain", "-f", str(manifests), "z/h", "z/q", "80"])
+    assert result.exit_code == 2
+    assert "FROM: pod 'z/h' is one kube-router ignores (" in result.output

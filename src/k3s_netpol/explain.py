@@ -332,7 +332,11 @@ def explain(
     """Explain one connection `source` -> `destination` (pod keys "ns/name") on port/protocol."""
     placement = placement or Placement()
     pods = {pod.key: pod for pod in cluster.pods}
+    ignored = {pod.key: pod for pod in cluster.ignored}
     for role, key in (("FROM", source), ("TO", destination)):
+        if key in ignored:
+            reason = ignored[key].ignored_reason
+            raise ExplainError(f"{role}: pod {key!r} is one kube-router ignores ({reason})")
         if key not in pods:
             known = ", ".join(sorted(pods)[:10]) or "none"
             raise ExplainError(f"{role}: no pod {key!r} in the manifests (pods: {known})")
@@ -344,9 +348,10 @@ def explain(
 
 def explain_decision(cluster: Cluster, decision: Decision, placement: Placement) -> Explanation:
     """The explanation of a decision already made (verify calls this once per probe)."""
-    pods = {pod.key: pod for pod in cluster.pods}
-    source_node = _node_of(decision.source, pods[decision.source].node, placement)
-    destination_node = _node_of(decision.destination, pods[decision.destination].node, placement)
+    source_node = _node_of(decision.source, cluster.pod(decision.source).node, placement)
+    destination_node = _node_of(
+        decision.destination, cluster.pod(decision.destination).node, placement
+    )
     orders = placement.orders
     policy_orders = {
         side.pod: _ordered(side.selecting, orders.policies.get(side.pod) if orders else None)
@@ -419,51 +424,50 @@ def load_placement(path: Path) -> Placement:
 def placement_from_lab(document: Any, where: str = "lab.json") -> Placement:
     """Pod nodes and jump orders from the lab's lab.json (or any `{"pods": [...]}` document).
 
-    Reads `pods[].namespace/name/node` and, when present, `seed` and `jump_orders`:
-    `{node: {"pods": [pod keys in KUBE-ROUTER-FORWARD order],
-             "policies": {pod key: [policy keys in the pod chain's order]}}}`.
+    Reads `pods[].namespace/name/node` (a single-node lab's top-level `node` otherwise), and,
+    as the lab compiles them, `seed`, `nodes[].name/pod_order` (pod keys in
+    `KUBE-ROUTER-FORWARD` order) and `pods[].policy_jumps` (policy keys in the chain's order).
     """
     if not isinstance(document, Mapping):
         raise ExplainError(f"{where}: expected a mapping with `pods`")
-    nodes: dict[str, str] = {}
     pods = document.get("pods")
     if not isinstance(pods, list):
         raise ExplainError(f"{where}: pods: expected a list")
     default_node = document.get("node") if isinstance(document.get("node"), str) else None
+    nodes: dict[str, str] = {}
+    policy_orders: dict[str, tuple[str, ...]] = {}
     for index, item in enumerate(pods):
         if not isinstance(item, Mapping):
             raise ExplainError(f"{where}: pods[{index}]: expected a mapping")
         namespace, name = item.get("namespace"), item.get("name")
         if not isinstance(namespace, str) or not isinstance(name, str):
             raise ExplainError(f"{where}: pods[{index}]: expected string namespace and name")
+        key = f"{namespace}/{name}"
         node = item.get("node", default_node)
         if isinstance(node, str) and node:
-            nodes[f"{namespace}/{name}"] = node
-    return Placement(nodes=nodes, orders=_jump_orders(document, where))
-
-
-def _jump_orders(document: Mapping[str, Any], where: str) -> JumpOrders | None:
-    raw = document.get("jump_orders")
+            nodes[key] = node
+        if "policy_jumps" in item:
+            policy_orders[key] = _strings(
+                item["policy_jumps"], f"{where}: pods[{index}].policy_jumps"
+            )
+    pod_orders: dict[str, tuple[str, ...]] = {}
+    described = document.get("nodes", [])
+    if not isinstance(described, list):
+        raise ExplainError(f"{where}: nodes: expected a list")
+    for index, item in enumerate(described):
+        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+            raise ExplainError(f"{where}: nodes[{index}]: expected a mapping with a name")
+        if "pod_order" in item:
+            pod_orders[item["name"]] = _strings(
+                item["pod_order"], f"{where}: nodes[{index}].pod_order"
+            )
     seed = document.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ExplainError(f"{where}: seed: expected an integer, got {seed!r}")
-    if raw is None:
-        return JumpOrders(seed=seed) if seed is not None else None
-    if not isinstance(raw, Mapping):
-        raise ExplainError(f"{where}: jump_orders: expected a mapping of node to orders")
-    pod_orders: dict[str, tuple[str, ...]] = {}
-    policy_orders: dict[str, tuple[str, ...]] = {}
-    for node, orders in raw.items():
-        label = f"{where}: jump_orders.{node}"
-        if not isinstance(orders, Mapping):
-            raise ExplainError(f"{label}: expected a mapping with `pods` and `policies`")
-        pod_orders[str(node)] = _strings(orders.get("pods", []), f"{label}.pods")
-        policies = orders.get("policies", {})
-        if not isinstance(policies, Mapping):
-            raise ExplainError(f"{label}.policies: expected a mapping of pod to policy keys")
-        for pod, keys in policies.items():
-            policy_orders[str(pod)] = _strings(keys, f"{label}.policies.{pod}")
-    return JumpOrders(pods=pod_orders, policies=policy_orders, seed=seed)
+    orders = None
+    if seed is not None or pod_orders or policy_orders:
+        orders = JumpOrders(pods=pod_orders, policies=policy_orders, seed=seed)
+    return Placement(nodes=nodes, orders=orders)
 
 
 def _strings(value: Any, where: str) -> tuple[str, ...]:
