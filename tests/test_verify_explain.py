@@ -228,3 +228,30 @@ def test_a_pod_kube_router_ignores_is_named_with_the_reason(tmp_path: Path) -> N
     result = CliRunner().invoke(main, ["explain", "-f", str(manifests), "z/h", "z/q", "80"])
     assert result.exit_code == 2
     assert "FROM: pod 'z/h' is one kube-router ignores (" in result.output
+
+
+def test_all_gives_every_probe_the_side_and_the_nodes_verify_looks_at() -> None:
+    code, output = run("--all", "--port", "80")
+    assert code == 0, output
+    probes = {(p["from"], p["to"]): p for p in json.loads(output)["probes"]}
+    assert len(probes) == 12
+    assert probes[("x/c", "x/a")]["blocked_by"] == "egress"
+    assert probes[("x/c", "x/a")]["evidence"]["nodes"] == ["node-2"]
+    assert probes[("y/d", "y/b")]["evidence"]["chains"] == [{"node": "node-1", "pod": "y/b"}]
+    assert probes[("x/a", "y/b")]["allowed"] is True
+    assert probes[("x/a", "y/b")]["evidence"]["nodes"] == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (("--all", "x/a"), "--all explains every probe"),
+        (("x/a", "y/b"), "expected FROM TO PORT/PROTO (3 arguments), got 2"),
+        (("--all", "--port", "80/XYZ"), "--port: '80/XYZ': protocol must be one of"),
+        (("x/a", "y/b", "80", "--port", "81"), "--port goes with --all"),
+    ],
+)
+def test_all_and_argument_mistakes_exit_2(arguments: tuple[str, ...], message: str) -> None:
+    code, output = run(*arguments)
+    assert code == 2
+    assert message in output

@@ -23,12 +23,12 @@ and chains that can reject a blocked probe, and the policies whose lines may app
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k3s_netpol.model import Cluster, Decision, SideDecision, decide
+from k3s_netpol.model import Cluster, Decision, Probe, SideDecision, decide
 
 UNKNOWN_NODE = "(node unknown)"
 POD_CHAIN_LINE = "pod chain (no prefix)"
@@ -382,6 +382,37 @@ def explain_decision(cluster: Cluster, decision: Decision, placement: Placement)
         evidence=_evidence(outcomes, source_node != destination_node),
         seed=orders.seed if orders else None,
     )
+
+
+def blocked_by(decision: Decision) -> str | None:
+    """ "ingress", "egress" or "both": which side's policies block it (None: allowed)."""
+    sides = [side.direction for side in (decision.egress, decision.ingress) if not side.allowed]
+    return "both" if len(sides) == 2 else (sides[0] if sides else None)
+
+
+def explain_probes(
+    cluster: Cluster, probes: Iterable[Probe], placement: Placement | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Every probe with its verdict, the side that blocks it and where its lines can be:
+    `{"probes": [{from, to, port, protocol, allowed, blocked_by, evidence}]}` (verify's plan)."""
+    placement = placement or Placement()
+    documents = []
+    for probe in probes:
+        source, destination = cluster.pod(probe.source), cluster.pod(probe.destination)
+        decision = decide(cluster, source, destination, probe.port, probe.protocol)
+        explanation = explain_decision(cluster, decision, placement)
+        documents.append(
+            {
+                "from": probe.source,
+                "to": probe.destination,
+                "port": probe.port,
+                "protocol": probe.protocol,
+                "allowed": decision.allowed,
+                "blocked_by": blocked_by(decision),
+                "evidence": explanation.evidence.to_dict(),
+            }
+        )
+    return {"probes": documents}
 
 
 def _node_of(key: str, manifest_node: str | None, placement: Placement) -> str:

@@ -22,7 +22,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from k3s_netpol.explain import UNKNOWN_NODE, Evidence, Explanation, Placement, explain_decision
+from k3s_netpol.explain import (
+    UNKNOWN_NODE,
+    Evidence,
+    Explanation,
+    Placement,
+    blocked_by,
+    explain_decision,
+)
 from k3s_netpol.logs import DropEvent
 from k3s_netpol.model import Cluster, Probe, decide
 
@@ -537,21 +544,16 @@ def _row(
         evidence=evidence,
         evidence_nodes=tuple(sorted({n for e in found if (n := event_node(e))})),
         expected_evidence=explanation.evidence if explanation is not None else None,
-        blocked_by=_blocked_by(explanation) if not probe.allowed else None,
+        blocked_by=(
+            blocked_by(explanation.decision)
+            if explanation is not None and not probe.allowed
+            else None
+        ),
         packets=attempts.packets,
         retransmissions=attempts.packets - attempts.attempts,
         policy_lines=policy_lines,
         rate_limit=rate_limit,
     )
-
-
-def _blocked_by(explanation: Explanation | None) -> str | None:
-    """ "ingress", "egress" or "both": which side's policies block the probe."""
-    if explanation is None:
-        return None
-    decision = explanation.decision
-    sides = [side.direction for side in (decision.egress, decision.ingress) if not side.allowed]
-    return "both" if len(sides) == 2 else (sides[0] if sides else None)
 
 
 _CELL_LEGEND = (

@@ -45,9 +45,13 @@ def _load_document(path: Path) -> Any:
     except OSError as error:
         raise InputError(f"{path}: cannot read: {error.strerror}") from None
     try:
-        return yaml.safe_load(text)
+        documents = [document for document in yaml.safe_load_all(text) if document is not None]
     except yaml.YAMLError as error:
         raise InputError(f"{path}: not JSON or YAML: {error}") from None
+    if len(documents) > 1:
+        # Multi-document manifests (kubectl get -o yaml of several objects) read as one List.
+        return {"apiVersion": "v1", "kind": "List", "items": documents}
+    return documents[0] if documents else None
 
 
 def _field(path: Path | str, where: str, item: Mapping[str, Any], name: str, kind: type) -> Any:
@@ -387,6 +391,11 @@ def write_report(report: Report, out: Path) -> tuple[Path, Path]:
     "are looked for on the node whose chain blocks it (source's node for egress).",
 )
 @click.option(
+    "--builtin-workloads",
+    is_flag=True,
+    help="Add the lab's built-in workloads to --manifests (as `lab compile` does).",
+)
+@click.option(
     "--run",
     "run_source",
     metavar="FILE|-",
@@ -419,6 +428,7 @@ def report_command(
     logs: tuple[str, ...],
     pods_path: Path | None,
     manifest_paths: tuple[Path, ...],
+    builtin_workloads: bool,
     run_source: str | None,
     namespaces: tuple[str, ...],
     protocols: tuple[str, ...],
@@ -472,6 +482,10 @@ def report_command(
     if run is not None:
         log_files += save_run_logs(run.logs, out)
     events, notes = load_events(log_files)
+    if builtin_workloads:
+        from k3s_netpol.cli.explain import BUILTIN_WORKLOADS
+
+        manifest_paths = (*manifest_paths, BUILTIN_WORKLOADS)
     cluster = load_cluster(manifest_paths) if manifest_paths else None
     if cluster is None and run is not None:
         cluster = run.cluster
