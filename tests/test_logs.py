@@ -6,6 +6,7 @@ import gzip
 import shutil
 import threading
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -203,12 +204,36 @@ def test_lines_of_one_packet_join_into_one_event_and_real_means_the_pod_chain_li
     assert udp.protocol == "UDP"
 
 
-def test_a_repeated_policy_line_starts_a_new_packet():
+def test_a_repeated_policy_line_is_the_same_packet_passing_again():
+    """A bridged packet another policy allows passes the pod chain twice: same lines twice."""
     line = SEED_LINE.replace("  IN=", " DROP by policy a/p IN=")
-    records = [parse_logemu_line(line, f"f:{n}") for n in (1, 2)]
-    events = drop_events(records)
-    assert [event.origins for event in events] == [("f:1",), ("f:2",)]
-    assert not any(event.real for event in events)
+    other = SEED_LINE.replace("  IN=", " DROP by policy a/q IN=")
+    records = [parse_logemu_line(text, f"f:{n}") for n, text in enumerate([line, line], 1)]
+    [event] = drop_events(records)
+    assert (event.origins, event.passes, event.policies) == (("f:1", "f:2"), 2, ("a/p",))
+    assert not event.real
+    assert event.to_dict()["passes"] == 2
+    texts = [line, other, line, other, SEED_LINE]
+    records = [parse_logemu_line(text, f"f:{n}") for n, text in enumerate(texts, 1)]
+    [event] = drop_events(records)
+    assert (event.passes, event.policies, event.real) == (2, ("a/p", "a/q"), True)
+    assert len(event.records) == 5
+    assert event.node == "cluster-k3s-masters-a3620efa-5qgpt"
+
+
+def test_a_retransmitted_syn_is_another_packet():
+    line = SEED_LINE.replace("  IN=", " DROP by policy a/p IN=")
+    texts = [
+        line,
+        SEED_LINE,
+        line.replace("ID=50378", "ID=50400"),
+        SEED_LINE.replace("ID=50378", "ID=50400"),
+    ]
+    events = drop_events(parse_logemu_line(text, f"f:{n}") for n, text in enumerate(texts, 1))
+    assert [(event.origins, event.passes) for event in events] == [
+        (("f:1", "f:2"), 1),
+        (("f:3", "f:4"), 1),
+    ]
 
 
 def test_interleaved_packets_still_join_by_key():
@@ -367,4 +392,13 @@ def test_the_benchmark_data_parses_without_garbled_lines_and_joins(tmp_path):
     assert (stats.lines, stats.garbled) == (3000, 0)
     events = drop_events(records)
     assert sum(len(event.records) for event in events) == 3000
-    assert sum(event.real for event in events) > 0.8 * len(events)
+    real = sum(event.real for event in events)
+    assert 0.5 * len(events) < real < 0.9 * len(events), "real and false drops"
+    assert any(event.passes == 2 for event in events), "bridged false drops pass twice"
+    assert {event.protocol for event in events} == {"TCP", "UDP"}
+    assert {record.mark for record in records} == {0, 0x20000}
+    text = path.read_text()
+    assert " MARK=20000" in text
+    assert " MARK=0x20000" in text
+    retransmitted = Counter((event.source_port, event.tcp_seq) for event in events if event.real)
+    assert max(retransmitted.values()) > 1, "a blocked SYN is sent again with a new IP ID"

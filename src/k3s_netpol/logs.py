@@ -14,7 +14,7 @@ import json
 import os
 import re
 import time as time_module
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -365,7 +365,12 @@ def read_records(
 
 @dataclass(frozen=True)
 class DropEvent:
-    """One dropped (or falsely reported) packet: the lines its NFLOG rules left on one node."""
+    """One dropped (or falsely reported) packet: the lines its NFLOG rules left on one node.
+
+    `passes` counts the packet's passes through the pod chains: a bridged packet one policy lets
+    through runs through the destination pod's chain twice and leaves each of its `DROP by
+    policy` lines twice (same IP ID and TCP SEQ). `node` is the node whose log holds the lines.
+    """
 
     records: tuple[LogRecord, ...]
     source: str
@@ -375,10 +380,12 @@ class DropEvent:
     destination_port: int | None
     policies: tuple[str, ...]
     real: bool
+    passes: int = 1
+    node: str | None = None
 
-    @property
-    def node(self) -> str | None:
-        return self.records[0].node
+    def __post_init__(self) -> None:
+        if self.node is None and self.records:
+            object.__setattr__(self, "node", self.records[0].node)
 
     @property
     def time(self) -> str | None:
@@ -421,20 +428,182 @@ class DropEvent:
             "flags": sorted(self.flags),
             "mark": self.records[-1].mark,
             "lines": len(self.records),
+            "passes": self.passes,
             "origins": list(self.origins),
         }
 
 
-def _event_of(records: Sequence[LogRecord]) -> DropEvent:
+# --- joining: the one rule, for the full path (records) and logscan's fast path (rows) ---------
+
+_PREFIX_CACHE: dict[str, tuple[str | None, bool]] = {}
+
+
+def prefix_meaning(raw: str) -> tuple[str | None, bool]:
+    """(policy named, is the pod chain's unprefixed line) of a prefix, spaces and all."""
+    meaning = _PREFIX_CACHE.get(raw)
+    if meaning is None:
+        prefix = raw.lstrip(" ").rstrip()
+        meaning = (policy_of_prefix(prefix) if prefix else None, not prefix)
+        if len(_PREFIX_CACHE) > 4096:
+            _PREFIX_CACHE.clear()
+        _PREFIX_CACHE[raw] = meaning
+    return meaning
+
+
+# One packet's lines: [first position, policies named (first-seen order), payloads (when
+# collecting), first line, policies of the current pass, passes, key, still open]. A plain list:
+# this is the hot loop of `logs --summary/--json`.
+Group = list[Any]
+# emit(order key, group, real): an event closed. The order key says where the event falls in
+# the output: 3 * position + 2 for an event the line at `position` ended, 3 * (first position +
+# window + 1) for one closed for age (see PacketJoiner).
+Emit = Callable[[int, Group, bool], object]
+# Stands in the open groups for a key whose lines go to `head` (logscan's workers).
+HEAD: Group = [1 << 62, [], [], (), [], 0, None, False]
+
+
+class PacketJoiner:
+    """The joining rule: which lines are one packet, and when its event is complete.
+
+    Lines with the same packet key (node, addresses, protocol, ports, IP ID, TCP SEQ) are one
+    packet. A `DROP by policy` line whose policy already came in the packet's current pass
+    starts its next pass (a bridged packet runs through the pod chains twice, writing the same
+    lines again); the pod chain's unprefixed line (or a foreign prefix) is the last line of a
+    packet and closes its event. A packet still open `window` lines after its first line is
+    closed as it is, just before the line at first + window + 1: its pod-chain line never came
+    (a false drop, or one the rate limit swallowed).
+
+    Items are (position, row, payload); `key_of(row)` and `prefix_of(row)` read a row, which is
+    a LogRecord on the full path and a field tuple on logscan's. Positions increase by one a
+    line (logscan's parent feeds a sparse subset, in order). With `collect`, a group keeps its
+    payloads (the records, or the origins).
+    """
+
+    def __init__(
+        self,
+        window: int,
+        key_of: Callable[[Any], Any],
+        prefix_of: Callable[[Any], str],
+        emit: Emit,
+        *,
+        collect: bool,
+    ) -> None:
+        self.window = window
+        self.key_of = key_of
+        self.prefix_of = prefix_of
+        self.emit = emit
+        self.collect = collect
+        self.open_groups: dict[Any, Group] = {}
+        self.order: deque[Group] = deque()  # open groups by first position (closed ones skipped)
+
+    def feed(
+        self, items: Iterable[tuple[int, Any, Any]], head: list[tuple[int, Any, Any]] | None = None
+    ) -> None:
+        """Join the items; lines of a key whose open group is HEAD go to `head` instead."""
+        window, key_of, prefix_of, emit, collect = (
+            self.window,
+            self.key_of,
+            self.prefix_of,
+            self.emit,
+            self.collect,
+        )
+        open_groups, order = self.open_groups, self.order
+        get_group = open_groups.get
+        meanings = _PREFIX_CACHE
+        # The newest group stays out of open_groups while its packet's lines come in a row.
+        current: Group | None = None
+        current_key: Any = None
+        for position, row, payload in items:
+            if order and order[0][0] < position - window:
+                if current is not None:
+                    open_groups[current_key] = current
+                    current = None
+                self.expire(position)
+            key = key_of(row)
+            if current is not None and key == current_key:
+                group: Group | None = current
+                current = None
+            else:
+                if current is not None:
+                    open_groups[current_key] = current
+                    current = None
+                group = get_group(key)
+                if group is not None:
+                    if group is HEAD:
+                        if head is not None:
+                            head.append((position, row, payload))
+                        continue
+                    del open_groups[key]
+            raw = prefix_of(row)
+            meaning = meanings.get(raw) or prefix_meaning(raw)
+            policy = meaning[0]
+            if policy is not None:
+                if group is None:
+                    group = [position, [policy], [payload] if collect else None, row, [policy]]
+                    group += (1, key, True)
+                    order.append(group)
+                else:
+                    this_pass = group[4]
+                    if policy in this_pass:
+                        group[5] += 1
+                        group[4] = [policy]
+                    else:
+                        this_pass.append(policy)
+                        if policy not in group[1]:
+                            group[1].append(policy)
+                    if collect:
+                        group[2].append(payload)
+                current, current_key = group, key
+                continue
+            if group is None:
+                group = [position, [], [payload] if collect else None, row, [], 1, key, False]
+            else:
+                group[7] = False
+                if collect:
+                    group[2].append(payload)
+            emit(3 * position + 2, group, meaning[1])
+        if current is not None:
+            open_groups[current_key] = current
+
+    def expire(self, position: int) -> None:
+        """Close the groups too old for the line at `position` to join, oldest first."""
+        order, open_groups, window = self.order, self.open_groups, self.window
+        while order and order[0][0] < position - window:
+            group = order.popleft()
+            if group[7]:
+                group[7] = False
+                del open_groups[group[6]]
+                self.emit(3 * (group[0] + window + 1), group, False)
+
+    def adopt(self, groups: Iterable[Group], offset: int) -> None:
+        """Take open groups joined elsewhere (a logscan worker's), positions counted from offset."""
+        for group in groups:
+            group[0] += offset
+            self.open_groups[group[6]] = group
+        self.order = deque(sorted(self.open_groups.values(), key=lambda group: group[0]))
+
+    def flush(self, order_key: int) -> None:
+        """Close every open group (end of input, or a quiet moment in follow mode), oldest first."""
+        groups = sorted(self.open_groups.values(), key=lambda group: group[0])
+        self.open_groups.clear()
+        self.order.clear()
+        for group in groups:
+            group[7] = False
+            self.emit(order_key, group, False)
+
+
+def _record_key(record: LogRecord) -> tuple[Any, ...]:
+    return record.packet_key
+
+
+def _record_prefix(record: LogRecord) -> str:
+    return record.prefix
+
+
+def event_of_group(group: Group, real: bool) -> DropEvent:
+    """The DropEvent of a group the full path joined (its payloads are the records)."""
+    records: list[LogRecord] = group[2]
     first = records[0]
-    policies: list[str] = []
-    real = False
-    for record in records:
-        if record.policy is not None:
-            if record.policy not in policies:
-                policies.append(record.policy)
-        elif not record.prefix:
-            real = True
     return DropEvent(
         records=tuple(records),
         source=first.source,
@@ -442,35 +611,25 @@ def _event_of(records: Sequence[LogRecord]) -> DropEvent:
         protocol=first.protocol,
         source_port=first.source_port,
         destination_port=first.destination_port,
-        policies=tuple(policies),
+        policies=tuple(group[1]),
         real=real,
+        passes=group[5],
+        node=first.node,
     )
 
 
-class _OpenGroup:
-    __slots__ = ("closed", "first_position", "policies", "records")
-
-    def __init__(self, position: int) -> None:
-        self.first_position = position
-        self.records: list[LogRecord] = []
-        self.policies: set[str] = set()
-        self.closed = False
-
-
 class EventJoiner:
-    """Join records into drop events incrementally (for `drop_events` and for follow mode).
-
-    Lines with the same packet key (node, addresses, protocol, ports, IP ID, TCP SEQ) form one
-    event. The pod chain's unprefixed line is the last NFLOG rule a packet meets, so it closes
-    the event; a second line from a policy already in the group starts a new packet; a group
-    older than `window` records is closed as it is (the pod-chain line never came).
-    """
+    """Join records into drop events incrementally (for `drop_events` and for follow mode), by
+    PacketJoiner's rule; events come out in the order the fast path writes them."""
 
     def __init__(self, window: int = JOIN_WINDOW) -> None:
         self.window = window
-        self._open: dict[tuple[Any, ...], _OpenGroup] = {}
+        self._finished: list[tuple[int, DropEvent]] = []
+        self._joiner = PacketJoiner(window, _record_key, _record_prefix, self._closed, collect=True)
         self._position = 0
-        self._next_sweep = window
+
+    def _closed(self, order_key: int, group: Group, real: bool) -> None:
+        self._finished.append((group[0], event_of_group(group, real)))
 
     def add(self, record: LogRecord) -> list[DropEvent]:
         """Take one record; return the events it completes."""
@@ -478,50 +637,19 @@ class EventJoiner:
 
     def add_positioned(self, record: LogRecord) -> list[tuple[int, DropEvent]]:
         """Like `add`, each event paired with the position of its first record."""
-        finished: list[tuple[int, DropEvent]] = []
-        position = self._position
+        self._joiner.feed(((self._position, record, record),))
         self._position += 1
-        if position >= self._next_sweep:
-            finished.extend(self._expire(position))
-            self._next_sweep = position + self.window // 4 + 1
-        key = record.packet_key
-        group = self._open.get(key)
-        if group is not None and (
-            position - group.first_position > self.window
-            or (record.policy is not None and record.policy in group.policies)
-        ):
-            finished.append((group.first_position, _event_of(group.records)))
-            del self._open[key]
-            group = None
-        if group is None:
-            group = _OpenGroup(position)
-            self._open[key] = group
-        group.records.append(record)
-        if record.policy is not None:
-            group.policies.add(record.policy)
-        else:
-            # The pod chain's unprefixed line ends a packet's path; a foreign prefix is its own.
-            finished.append((group.first_position, _event_of(group.records)))
-            del self._open[key]
+        finished, self._finished = self._finished, []
         return finished
-
-    def _expire(self, position: int) -> list[tuple[int, DropEvent]]:
-        expired = [
-            key
-            for key, group in self._open.items()
-            if position - group.first_position > self.window
-        ]
-        groups = [self._open.pop(key) for key in expired]
-        return [(group.first_position, _event_of(group.records)) for group in groups]
 
     def flush(self) -> list[DropEvent]:
         """Close every open group (end of input, or a quiet moment in follow mode)."""
         return [event for _, event in self.flush_positioned()]
 
     def flush_positioned(self) -> list[tuple[int, DropEvent]]:
-        groups = sorted(self._open.values(), key=lambda group: group.first_position)
-        self._open.clear()
-        return [(group.first_position, _event_of(group.records)) for group in groups]
+        self._joiner.flush(3 * self._position)
+        finished, self._finished = self._finished, []
+        return finished
 
 
 def drop_events(records: Iterable[LogRecord], window: int = JOIN_WINDOW) -> list[DropEvent]:

@@ -13,11 +13,10 @@ Exactness with the full path (logs.read_records + logs.EventJoiner, as the CLI r
   pulls the same fields. Every other line (IPv6, ICMP, JSON, odd spacing,
   garbled) goes through logs.parse_line itself, so garbled lines are counted and described
   identically.
-- Which lines form one event depends only on the lines with the same packet key (a line joins
-  the key's open group unless the group is more than `window` records old or already has the
-  line's policy). The full joiner's periodic sweep only decides *when* an event is emitted, and
-  that is computed here from the group's first position (`_sweep_after`), so the order of
-  `--json` output and the tie order of `--summary` are the full path's too.
+- Lines are joined by logs.PacketJoiner, the joiner of the full path too. Which lines form one
+  event depends only on the lines with the same packet key; every closed event gets an order
+  key from the position of the line that closed it (or, closed for age, from its first line's),
+  so the order of `--json` output and the tie order of `--summary` are the full path's.
 - A worker joins its chunk from an empty state. Only keys first seen in a chunk's first
   `2 * window` records can belong to groups still open from the chunk before; the worker hands
   their lines back unjoined and the parent joins them with the groups left open by the chunk
@@ -39,23 +38,25 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from k3s_netpol.logs import (
+    HEAD,
     JOIN_WINDOW,
     TCP_FLAG_NAMES,
+    Emit,
     Enricher,
     FlowSummary,
+    Group,
     LogFileError,
     LogParseError,
     LogRecord,
+    PacketJoiner,
     ParseStats,
     parse_line,
-    policy_of_prefix,
 )
 
 if TYPE_CHECKING:
@@ -157,21 +158,6 @@ def row_of_record(record: LogRecord, mode: str) -> Row:
     return _keyed(row if mode == "events" else row[1:9], _LAYOUTS[mode])
 
 
-_PREFIX_CACHE: dict[str, tuple[str | None, bool]] = {}
-
-
-def _prefix_meaning(raw: str) -> tuple[str | None, bool]:
-    """(policy named, is the pod chain's unprefixed line) for a prefix as the regex cut it."""
-    meaning = _PREFIX_CACHE.get(raw)
-    if meaning is None:
-        prefix = raw.lstrip(" ").rstrip()
-        meaning = (policy_of_prefix(prefix) if prefix else None, not prefix)
-        if len(_PREFIX_CACHE) > 4096:
-            _PREFIX_CACHE.clear()
-        _PREFIX_CACHE[raw] = meaning
-    return meaning
-
-
 # --- one chunk: rows, then groups -------------------------------------------------------------
 
 
@@ -198,16 +184,14 @@ class ChunkResult(NamedTuple):
     lines: int
     records: int
     garbled: list[tuple[int, str]]  # (line number counted from the task's line_base, why)
-    # events closed at a known position: sort keys (3 * position + kind) and payloads; --json
+    # events closed in the chunk: order keys (see logs.PacketJoiner) and payloads; --json
     # sends its JSON lines as one UTF-8 string and where each line ends in it, the string in a
     # spool file when it has one (see _spooled); --summary: the tallies
     keys: list[int]
     payloads: list[Any]
     ends: list[int]
-    # events closed by age: (first position, position of the same-key line that closed it or -1)
-    aged: list[tuple[int, int, Any]]
-    head: list[tuple[int, Row, str]]  # (position, row, origin) of keys the chunk before may own
-    open_groups: list[tuple[PacketKey, Group]]
+    head: list[tuple[int, Row, Any]]  # (position, row, payload) of keys the chunk before may own
+    open_groups: list[Group]
 
 
 def _lines_of(text: str) -> list[str]:
@@ -284,136 +268,16 @@ def chunk_rows(
     return rows, origins, garbled, line_count
 
 
-# A group of lines of one packet: [first position, policies named, [(row, origin), ...], first
-# row] (no records for --summary). Plain lists: this is the hot loop.
-Group = list[Any]
-Closer = Callable[[Group, bool], Any]
-_NO_RECORDS: tuple[()] = ()
-
-
 def summary_entry(group: Group, real: bool) -> Any:
     """What --summary keeps of an event: (node, "src DST=dst", protocol, port), policies, real."""
     row = group[3]
     return ((row[0], row[2], row[4], row[6]), tuple(group[1]), real)
 
 
-# Stands in open_groups for a key whose lines the worker leaves to the parent.
-_HEAD: Group = [1 << 62, [], [], ()]
-
-
-def join_rows(
-    items: Iterable[tuple[int, Row, str]],
-    layout: _Layout,
-    window: int,
-    close: Closer,
-    open_groups: dict[PacketKey, Group],
-    keys: list[int],
-    payloads: list[Any],
-    aged: list[tuple[int, int, Any]],
-    *,
-    collect: bool,
-    counts: dict[Any, FlowTally] | None = None,
-    head: list[tuple[int, Row, str]] | None = None,
-) -> None:
-    """Join (position, row, origin) items into groups, as logs.EventJoiner does.
-
-    A group closed by a line goes to keys/payloads (sort key 3 * position + kind), or with
-    `counts` (--summary) is tallied there per flow (see FlowTally). A group closed
-    for age goes to `aged` as (first position, position of the line that closed it or -1):
-    when the full joiner emits it depends on its sweep schedule (see `_sweep_after`). Lines
-    of a key whose open group is _HEAD go to `head` instead.
-    """
-    prefix_at, key_of = layout.prefix, layout.key
-    meanings = _PREFIX_CACHE
-    get_group = open_groups.get
-    too_old = window + window // 4 + 1
-    # Groups by age, to close those no line can join any more (entries of groups closed or
-    # moved since are skipped).
-    order = deque(
-        sorted(
-            ((group[0], key, group) for key, group in open_groups.items() if group is not _HEAD),
-            key=operator.itemgetter(0),
-        )
+def _joiner(layout: _Layout, window: int, emit: Emit, *, collect: bool) -> PacketJoiner:
+    return PacketJoiner(
+        window, layout.key, operator.itemgetter(layout.prefix), emit, collect=collect
     )
-    next_cleanup = 0
-    # The newest group stays out of open_groups while its packet's lines come one after another.
-    current: Group | None = None
-    current_key: PacketKey = ""
-    for position, row, origin in items:
-        key = key_of(row)
-        if current is not None and key == current_key:
-            group: Group | None = current
-            key = current_key
-            current = None
-        else:
-            if current is not None:
-                open_groups[current_key] = current
-                order.append((current[0], current_key, current))
-                current = None
-            group = get_group(key)
-            if group is not None:
-                if group is _HEAD:
-                    if head is not None:
-                        head.append((position, row, origin))
-                    continue
-                del open_groups[key]
-        if position >= next_cleanup:
-            next_cleanup = position + 64
-            while order and position - order[0][0] > too_old:
-                _, stale_key, stale_group = order.popleft()
-                if get_group(stale_key) is stale_group:
-                    del open_groups[stale_key]
-                    aged.append((stale_group[0], -1, close(stale_group, False)))
-        raw = row[prefix_at]
-        meaning = meanings.get(raw) or _prefix_meaning(raw)
-        policy = meaning[0]
-        if group is not None:
-            if position - group[0] > window:
-                aged.append((group[0], position, close(group, False)))
-                group = None
-            elif policy is not None and policy in group[1]:
-                if counts is None:
-                    keys.append(3 * position + 1)
-                    payloads.append(close(group, False))
-                else:
-                    _tally(counts, summary_entry(group, False), 3 * position + 1)
-                group = None
-        if policy is not None:
-            if group is None:
-                group = [position, [policy], [(row, origin)] if collect else _NO_RECORDS, row]
-            else:
-                group[1].append(policy)
-                if collect:
-                    group[2].append((row, origin))
-            current, current_key = group, key
-            continue
-        if group is None:
-            group = [position, [], [(row, origin)] if collect else _NO_RECORDS, row]
-        elif collect:
-            group[2].append((row, origin))
-        if counts is None:
-            keys.append(3 * position + 2)
-            payloads.append(close(group, meaning[1]))
-        else:
-            flow = (row[2], row[4], row[6])
-            tally = counts.get(flow)
-            emitted_at = 3 * position + 2
-            if tally is None:
-                tally = counts[flow] = [emitted_at, 0, 0, {}, set()]
-            tally[1] += 1
-            if meaning[1]:
-                tally[2] += 1
-            named = tally[3]
-            for index, policy in enumerate(group[1]):
-                seen = named.get(policy)
-                if seen is None:
-                    named[policy] = [(emitted_at, index), 1]
-                else:
-                    seen[1] += 1
-            if row[0]:
-                tally[4].add(row[0])
-    if current is not None:
-        open_groups[current_key] = current
 
 
 # --summary keeps per flow ("src DST=dst", protocol, port): [first order, events, real events,
@@ -473,31 +337,19 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
     rows, origins, garbled, line_count = chunk_rows(task, _chunk_data(task.data))
     layout = _LAYOUTS[task.mode]
     events = task.mode == "events"
-    closer = _WORKER.closer(task.mode)
-    if not events:
-        origins = [""] * len(rows)
-    head_end = min(2 * task.window, len(rows))
-    head = list(zip(range(head_end), rows[:head_end], origins[:head_end], strict=True))
-    open_groups: dict[PacketKey, Group] = dict.fromkeys(map(layout.key, rows[:head_end]), _HEAD)
     keys: list[int] = []
     payloads: list[Any] = []
-    aged: list[tuple[int, int, Any]] = []
-    counts: dict[Any, FlowTally] | None = None if events else {}
-    join_rows(
-        zip(range(head_end, len(rows)), rows[head_end:], origins[head_end:], strict=True),
-        layout,
-        task.window,
-        closer,
-        open_groups,
-        keys,
-        payloads,
-        aged,
-        collect=events,
-        counts=counts,
-        head=head,
-    )
+    counts: dict[Any, FlowTally] = {}
+    emit = _WORKER.emitter(task.mode, keys, payloads, counts)
+    joiner = _joiner(layout, task.window, emit, collect=events)
+    head_end = min(2 * task.window, len(rows))
+    joiner.open_groups.update(dict.fromkeys(map(layout.key, rows[:head_end]), HEAD))
+    items: Iterable[Any] = zip(rows, origins, strict=True) if events else itertools.repeat(None)
+    positioned = zip(itertools.count(), rows, items)
+    head = list(itertools.islice(positioned, head_end))
+    joiner.feed(positioned, head=head)
     ends: list[int] = []
-    if counts is None:
+    if events:
         text = "".join(payloads)
         sizes: Iterable[int] = (
             map(len, payloads) if text.isascii() else (len(line.encode()) for line in payloads)
@@ -509,11 +361,10 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
         records=len(rows),
         garbled=garbled,
         keys=keys,
-        payloads=payloads if counts is None else [counts],
+        payloads=payloads if events else [counts],
         ends=ends,
-        aged=aged,
         head=head,
-        open_groups=[(key, group) for key, group in open_groups.items() if group is not _HEAD],
+        open_groups=[group for group in joiner.open_groups.values() if group is not HEAD],
     )
 
 
@@ -586,7 +437,7 @@ def _mark_json(mark: str | None) -> str:
 
 _EVENT_LINE = (
     '{"time": %s, %s, "source_port": %s, "destination_port": %s, %s, "real": %s, "ip_id": %s, '
-    '"tcp_seq": %s, "flags": %s, "mark": %s, "lines": %d, "origins": [%s], %s}\n'
+    '"tcp_seq": %s, "flags": %s, "mark": %s, "lines": %d, "passes": %d, "origins": [%s], %s}\n'
 )
 
 
@@ -646,7 +497,7 @@ class EventFormatter:
         return text
 
     def close(self, group: Group, real: bool) -> str:
-        records = group[2]
+        records = group[2]  # (row, origin) of each line
         first_row = group[3]
         _, node, _, addresses, ip_id, protocol, source_port, destination_port, seq = first_row[:9]
         # Cache hits inline (each cached text is non-empty); misses go through the methods.
@@ -674,6 +525,7 @@ class EventFormatter:
             flags,
             _MARK_CACHE.get(mark) or _mark_json(mark),
             len(records),
+            group[5],
             records[0][1] if len(records) == 1 else ", ".join([origin for _, origin in records]),
             flow[1] if real else flow[2],
         )
@@ -683,11 +535,30 @@ class EventFormatter:
 class _WorkerState:
     formatter: EventFormatter | None = None
 
-    def closer(self, mode: str) -> Closer:
-        if mode == "events":
-            assert self.formatter is not None
-            return self.formatter.close
-        return summary_entry
+    def emitter(
+        self, mode: str, keys: list[int], payloads: list[Any], counts: dict[Any, FlowTally]
+    ) -> Emit:
+        """Where a joiner's closed events go: JSON lines and their order keys, or tallies."""
+        if mode == "summary":
+
+            def tally(order_key: int, group: Group, real: bool) -> None:
+                _tally(counts, summary_entry(group, real), order_key)
+
+            return tally
+        assert self.formatter is not None
+        close = self.formatter.close
+
+        def write(order_key: int, group: Group, real: bool) -> None:
+            keys.append(order_key)
+            payloads.append(close(group, real))
+
+        return write
+
+    def closer(self, mode: str) -> Callable[[Group, bool], Any]:
+        if mode == "summary":
+            return summary_entry
+        assert self.formatter is not None
+        return self.formatter.close
 
 
 _WORKER = _WorkerState()
@@ -808,122 +679,82 @@ def _line_count(data: bytes) -> int:
 # --- the parent: chunks in order, boundaries joined, events in the full path's order -----------
 
 
-def _sweep_after(first: int, window: int) -> int:
-    """The position of the EventJoiner sweep that closes a group first seen at `first`."""
-    step = window // 4 + 1
-    rounds = -(-(first + 1) // step)
-    return window + rounds * step
-
-
 @dataclass
 class _Merger:
+    """Joins what the workers left to the parent (the lines of keys a chunk's head holds, the
+    groups open at its end) with what came before, and emits each chunk's events with the
+    parent's cut in where their order keys fall."""
+
     mode: str
     window: int
-    close: Closer
     emit: Callable[[list[Any]], object]
     offset: int = 0  # records before the current chunk
-    open_groups: dict[PacketKey, Group] = field(default_factory=dict)
-    pending: list[tuple[int, int, Any]] = field(default_factory=list)  # (key, first, payload)
     tally: dict[Any, FlowTally] = field(default_factory=dict)  # --summary
+    closed: list[tuple[int, Group, bool]] = field(default_factory=list)
+    joiner: PacketJoiner = field(init=False)
+
+    def __post_init__(self) -> None:
+        def closed(order_key: int, group: Group, real: bool) -> None:
+            self.closed.append((order_key, group, real))
+
+        self.joiner = _joiner(
+            _LAYOUTS[self.mode], self.window, closed, collect=self.mode == "events"
+        )
 
     def take(self, result: ChunkResult) -> None:
-        offset, window = self.offset, self.window
-        layout = _LAYOUTS[self.mode]
+        offset = self.offset
         end = offset + result.records
-        extra: list[tuple[int, int, Any]] = []
-        keys: list[int] = []
-        payloads: list[Any] = []
-        aged: list[tuple[int, int, Any]] = []
-        # Groups still open from before: a head line may continue or close them.
-        incoming = self.open_groups
-        join_rows(
-            ((offset + position, row, origin) for position, row, origin in result.head),
-            layout,
-            window,
-            self.close,
-            incoming,
-            keys,
-            payloads,
-            aged,
-            collect=self.mode == "events",
+        self.joiner.feed(
+            (offset + position, row, payload) for position, row, payload in result.head
         )
-        extra.extend(zip(keys, [0] * len(keys), payloads, strict=True))
-        for first, closed_by, payload in aged:
-            extra.append((self._aged_key(first, closed_by), first, payload))
-        for first, closed_by, payload in result.aged:
-            at = -1 if closed_by < 0 else offset + closed_by
-            extra.append((self._aged_key(offset + first, at), offset + first, payload))
-        # A group whose sweep came before the chunk's end is closed; no line of its key came.
-        # (Keys the worker joined afresh were not in the head, so their old groups are swept.)
-        for key, group in result.open_groups:
-            group[0] += offset
-            incoming[key] = group
-        self.open_groups = {}
-        for key, group in incoming.items():
-            if _sweep_after(group[0], window) < end:
-                extra.append((self._aged_key(group[0], -1), group[0], self.close(group, False)))
-            else:
-                self.open_groups[key] = group
-        extra.extend(self.pending)
-        extra.sort(key=lambda item: (item[0], item[1]))
-        cut = bisect.bisect_left(extra, 3 * end, key=lambda item: item[0])
-        self.pending = extra[cut:]
-        del extra[cut:]
+        self.joiner.adopt(result.open_groups, offset)
+        self.joiner.expire(end - 1)
+        # Order keys are unique but for the final flush; the parent's are all below 3 * end.
+        extra = sorted(self.closed, key=operator.itemgetter(0))
+        self.closed = []
         self.offset = end
         self._emit_merged(result, extra, offset)
 
-    def _aged_key(self, first: int, closed_by: int) -> int:
-        swept = _sweep_after(first, self.window)
-        if 0 <= closed_by < swept:
-            return 3 * closed_by + 1
-        return 3 * swept
-
     def _emit_merged(
-        self, result: ChunkResult, extra: list[tuple[int, int, Any]], offset: int
+        self, result: ChunkResult, extra: list[tuple[int, Group, bool]], offset: int
     ) -> None:
+        close = _WORKER.closer(self.mode)
         if self.mode == "summary":
             for counts in result.payloads:
                 _merge_tallies(self.tally, counts, 3 * offset)
-            for key, first, entry in extra:
-                _tally(self.tally, entry, (key, first))
+            for order_key, group, real in extra:
+                _tally(self.tally, close(group, real), (order_key, 0))
             return
         lines = _unspooled(result.payloads[0])
         if not extra:
             self.emit([lines])
             return
-        # The chunk's events, with the others cut in where their sort keys fall.
+        # The chunk's events, with the others cut in where their order keys fall.
         keys, ends, shift = result.keys, result.ends, 3 * offset
         view = memoryview(lines)
         out: list[Any] = []
         start = cut = 0
-        for key, _, payload in extra:
-            index = bisect.bisect_left(keys, key - shift, lo=start)
+        for order_key, group, real in extra:
+            index = bisect.bisect_left(keys, order_key - shift, lo=start)
             end = ends[index - 1] if index else 0
             out.append(view[cut:end])
-            out.append(payload.encode())
+            out.append(close(group, real).encode())
             start, cut = index, end
         out.append(view[cut:])
         self.emit(out)
 
     def finish(self) -> None:
         """End of input: what the full path's final flush emits, in first-line order."""
-        rest = [(group[0], self.close(group, False)) for group in self.open_groups.values()]
-        self.open_groups = {}
-        # Aged groups whose sweep never came (input ended first) are flushed with them.
-        end = 3 * self.offset
-        closed = [(key, first, payload) for key, first, payload in self.pending if key < end]
-        flushed = [(first, payload) for key, first, payload in self.pending if key >= end]
-        self.pending = []
-        flushed.extend(rest)
-        flushed.sort(key=lambda item: item[0])
         final_key = 3 * self.offset + 3
-        closed.extend((final_key, first, payload) for first, payload in flushed)
+        self.joiner.flush(final_key)
+        closed, self.closed = self.closed, []
+        close = _WORKER.closer(self.mode)
         if self.mode == "summary":
-            for key, first, entry in closed:
-                _tally(self.tally, entry, (key, first))
+            for order_key, group, real in closed:
+                _tally(self.tally, close(group, real), (order_key, group[0]))
             self.emit([self.tally])
         else:
-            self.emit([payload.encode() for _, _, payload in closed])
+            self.emit([close(group, real).encode() for _, group, real in closed])
 
 
 def _chunks(
@@ -976,8 +807,7 @@ def scan(
     chunk_bytes = chunk_bytes or CHUNK_BYTES[mode]
     formatter = EventFormatter(enricher) if mode == "events" else None
     _WORKER.formatter = formatter
-    close = _WORKER.closer(mode)
-    merger = _Merger(mode, window, close, emit)
+    merger = _Merger(mode, window, emit)
     total_bytes = 0
     for path in paths:
         with contextlib.suppress(OSError):
