@@ -215,7 +215,7 @@ def test_false_drops_on_an_allowed_bridged_probe_are_counted_once_per_packet(
     (row,) = report.rows
     assert report.ok
     assert row.false_drop
-    assert (row.policy_lines, row.packets) == (2, 1)
+    assert (row.policy_lines, row.packets, row.passes) == (2, 1, 2)
     assert "2 DROP by policy line(s) over 1 packet(s)" in row.notes[0]
 
 

@@ -156,6 +156,7 @@ class Row:
     retransmissions: int = 0
     policy_lines: int = 0
     rate_limit: RateLimit | None = None
+    passes: int = 0
 
     @property
     def key(self) -> ProbeKey:
@@ -208,6 +209,7 @@ class Row:
             "retransmissions": self.retransmissions,
             "policy_lines": self.policy_lines,
             "rate_limit": self.rate_limit.to_dict() if self.rate_limit is not None else None,
+            "passes": self.passes,
         }
 
 
@@ -258,8 +260,8 @@ class Report:
 
 
 def event_node(event: DropEvent) -> str | None:
-    """The node whose log holds the event (the first of its lines that names one)."""
-    return next((record.node for record in event.records if record.node), None)
+    """The node whose log holds the event."""
+    return event.node
 
 
 def _event_dict(event: DropEvent) -> dict[str, Any]:
@@ -272,6 +274,7 @@ def _event_dict(event: DropEvent) -> dict[str, Any]:
         "destination_port": event.destination_port,
         "policies": list(event.policies),
         "real": event.real,
+        "passes": event.passes,
         "lines": [record.origin for record in event.records],
     }
 
@@ -553,6 +556,7 @@ def _row(
         retransmissions=attempts.packets - attempts.attempts,
         policy_lines=policy_lines,
         rate_limit=rate_limit,
+        passes=max((event.passes for event in here), default=0),
     )
 
 
