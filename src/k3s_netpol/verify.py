@@ -415,8 +415,8 @@ def compare(
         explained.update(id(event) for event in plan.events)
         plans.append(plan)
 
-    times = started or {}
-    rows = [_row(plan, observed.get(plan.key), plans, times) for plan in plans]
+    buckets = _Buckets.of(plans, started or {})
+    rows = [_row(plan, observed.get(plan.key), buckets) for plan in plans]
     notes = []
     extra = sorted(set(observed) - seen)
     if extra:
@@ -430,39 +430,51 @@ def _on_nodes(event: DropEvent, nodes: tuple[str, ...] | None) -> bool:
     return nodes is None or found is None or found in nodes
 
 
-def _rate_limit(
-    plan: _Plan, plans: Sequence[_Plan], started: Mapping[ProbeKey, float]
-) -> RateLimit | None:
-    """The bucket arithmetic of the chain (of those that can judge this probe) that received
-    the most blocked packets before it; None when nothing says where it was judged."""
-    best: RateLimit | None = None
-
-    def sent(index: int) -> tuple[float, int]:
-        # Probes are sent in the order listed; the start times, when known, say more.
-        return (started.get(plans[index].key, 0.0), index)
-
-    mine = sent(plans.index(plan))
-    for node, pod in plan.judging_chains:
-        arrivals = [
-            (sent(index)[0], max(1, _Attempts.of(other.events).packets))
-            for index, other in enumerate(plans)
-            if not other.probe.allowed
-            and (node, pod) in other.judging_chains
-            and sent(index) < mine
-        ]
-        now = mine[0]
-        limit = RateLimit.simulate(node, pod, arrivals, now)
-        if best is None or limit.tokens_left < best.tokens_left:
-            best = limit
-    return best
+Chain = tuple[str, str]
+# When a probe was sent: its start time when known, then its place in the list (sending order).
+SentAt = tuple[float, int]
 
 
-def _row(
-    plan: _Plan,
-    observation: bool | None,
-    plans: Sequence[_Plan],
-    started: Mapping[ProbeKey, float],
-) -> Row:
+@dataclass
+class _Buckets:
+    """The blocked packets sent to each chain that can judge them, in the order sent."""
+
+    arrivals: dict[Chain, list[tuple[SentAt, int]]]
+    sent_at: dict[int, SentAt]
+
+    @classmethod
+    def of(cls, plans: Sequence[_Plan], started: Mapping[ProbeKey, float]) -> _Buckets:
+        arrivals: dict[Chain, list[tuple[SentAt, int]]] = defaultdict(list)
+        sent_at: dict[int, SentAt] = {}
+        for index, plan in enumerate(plans):
+            sent_at[id(plan)] = (started.get(plan.key, 0.0), index)
+            if plan.probe.allowed:
+                continue
+            packets = max(1, _Attempts.of(plan.events).packets)
+            for chain in plan.judging_chains:
+                arrivals[chain].append((sent_at[id(plan)], packets))
+        for chain_arrivals in arrivals.values():
+            chain_arrivals.sort()
+        return cls(dict(arrivals), sent_at)
+
+    def limit(self, plan: _Plan) -> RateLimit | None:
+        """The bucket arithmetic of the chain (of those that can judge the probe) that had the
+        fewest tokens left when it came; None when nothing says where it was judged."""
+        best: RateLimit | None = None
+        mine = self.sent_at[id(plan)]
+        for node, pod in plan.judging_chains:
+            earlier = [
+                (sent[0], packets)
+                for sent, packets in self.arrivals.get((node, pod), [])
+                if sent < mine
+            ]
+            limit = RateLimit.simulate(node, pod, earlier, mine[0])
+            if best is None or limit.tokens_left < best.tokens_left:
+                best = limit
+        return best
+
+
+def _row(plan: _Plan, observation: bool | None, buckets: _Buckets) -> Row:
     probe, key = plan.probe, plan.key
     judging = plan.judging_nodes()
     here = [event for event in plan.events if _on_nodes(event, judging)]
@@ -495,7 +507,7 @@ def _row(
             evidence, found = EVIDENCE_POD_CHAIN, real
         elif policy_evidence:
             evidence, found = EVIDENCE_POLICY_LINES, policy_evidence
-        limit = _rate_limit(plan, plans, started)
+        limit = buckets.limit(plan)
         if evidence is None and limit is not None and limit.exhausted:
             rate_limit = limit
             notes.append(f"rate-limited: no line {on_node} for {flow}: {limit.describe()}")
