@@ -18,13 +18,24 @@ from click.testing import CliRunner
 from k3s_netpol import kuberouter
 from k3s_netpol.bundle import BundleConfig, render, render_yaml
 from k3s_netpol.cli import main
-from k3s_netpol.lab import LabError, compile_lab, write_compiled
+from k3s_netpol.lab import (
+    CompiledCluster,
+    CompiledLab,
+    LabError,
+    LogLimit,
+    NodeSpec,
+    compile_cluster,
+    compile_lab,
+    write_compiled,
+)
 from k3s_netpol.model import Cluster, cluster_from_documents, load_manifests
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKLOADS = ROOT / "src/k3s_netpol/data/lab/workloads.yaml"
 CASES = ROOT / "tests/data/netpol-cases"
 NODE = "k3s-netpol-lab"
+# One node hosting every workload pod (server and agent subnets): the laptop lab.
+ONE_NODE_BRIDGE = "10.42.0.1/16"
 
 # From the seed tutorial's listing of node2 (policy -> the sets its rules matched).
 TUTORIAL_SETS = {
@@ -37,6 +48,10 @@ TUTORIAL_SETS = {
     ("sample2", "allow-same-namespace"): "KUBE-DST-OH37RT6TQZFFFG4U",
 }
 TUTORIAL_SAME_NAMESPACE_SOURCE = "KUBE-SRC-OPGXQ4TCHJJUUOWB"
+
+
+def one_node(cluster: Cluster, **options: Any) -> CompiledLab:
+    return compile_lab(cluster, NODE, bridge_address=ONE_NODE_BRIDGE, **options)
 
 
 def bundle_cluster(tmp_path: Path, **settings: Any) -> Cluster:
@@ -66,7 +81,7 @@ def pod_chain(rules: str, pod_name: str, namespace: str) -> str:
 
 
 def test_set_names_are_the_ones_a_real_k3s_node_made(tmp_path: Path) -> None:
-    compiled = compile_lab(bundle_cluster(tmp_path), NODE)
+    compiled = one_node(bundle_cluster(tmp_path))
     for (namespace, policy), name in TUTORIAL_SETS.items():
         assert f"create {name} hash:ip timeout 0\n" in compiled.ipset_restore, (namespace, policy)
         assert f"--match-set {name} dst" in compiled.iptables_rules
@@ -74,8 +89,8 @@ def test_set_names_are_the_ones_a_real_k3s_node_made(tmp_path: Path) -> None:
 
 
 def test_compile_is_deterministic_and_rewrites_nothing_unchanged(tmp_path: Path) -> None:
-    first = compile_lab(bundle_cluster(tmp_path), NODE)
-    second = compile_lab(bundle_cluster(tmp_path), NODE)
+    first = one_node(bundle_cluster(tmp_path), seed=7)
+    second = one_node(bundle_cluster(tmp_path), seed=7)
     assert first.files() == second.files()
     out = tmp_path / "out"
     assert sorted(path.name for path in write_compiled(first, out)) == [
@@ -87,7 +102,7 @@ def test_compile_is_deterministic_and_rewrites_nothing_unchanged(tmp_path: Path)
 
 
 def test_pod_chain_has_kube_routers_order(tmp_path: Path) -> None:
-    compiled = compile_lab(bundle_cluster(tmp_path), NODE)
+    compiled = one_node(bundle_cluster(tmp_path), manifest_order=True)
     rules = compiled.iptables_rules
     chain = pod_chain(rules, "nginx", "sample1")
     body = chain_rules(rules, chain)
@@ -117,8 +132,9 @@ def test_pod_chain_has_kube_routers_order(tmp_path: Path) -> None:
 
 
 def test_policy_chains_log_with_the_annotations_limits(tmp_path: Path) -> None:
-    compiled = compile_lab(
-        bundle_cluster(tmp_path, nflog_limit="50/second", nflog_limit_burst=200), NODE
+    compiled = one_node(
+        bundle_cluster(tmp_path, nflog_limit="50/second", nflog_limit_burst=200),
+        sync_version="0",
     )
     rules = compiled.iptables_rules
     chain = kuberouter.policy_chain("sample2", "deny-by-default", "0")
@@ -128,14 +144,55 @@ def test_policy_chains_log_with_the_annotations_limits(tmp_path: Path) -> None:
         "50/second --limit-burst 200 -m mark ! --mark 0x10000/0x10000 -j NFLOG --nflog-group 100 "
         '--nflog-prefix "DROP by policy sample2/deny-by-default"'
     ]
+    # The pod chain's unprefixed rule keeps kube-router's fixed limit, whatever the annotations.
     pod_log = chain_rules(rules, pod_chain(rules, "nginx", "sample2"))[-4]
-    assert "--limit 50/second --limit-burst 200" in pod_log
-    unselected = chain_rules(rules, pod_chain(rules, "prometheus", "cattle-monitoring-system"))
-    assert "--limit 10/minute --limit-burst 10" in unselected[-4]
+    assert "-m mark ! --mark 0x10000/0x10000 -m limit --limit 10/minute --limit-burst 10" in (
+        pod_log
+    )
+    assert compiled.lab["pod_log_limit"] == {"limit": "10/minute", "burst": 10}
+    assert compiled.lab["deviations"] == []
+
+
+def test_raised_pod_log_limit_is_a_named_deviation(tmp_path: Path) -> None:
+    compiled = one_node(bundle_cluster(tmp_path), pod_log_limit=LogLimit("600/minute", 100))
+    rules = compiled.iptables_rules
+    for pod in ("nginx", "client"):
+        assert (
+            "--limit 600/minute --limit-burst 100"
+            in (chain_rules(rules, pod_chain(rules, pod, "sample2"))[-4])
+        )
+    assert [d["variable"] for d in compiled.lab["deviations"]] == ["netpol_lab_pod_log_limit"]
+    with pytest.raises(LabError, match="pod log limit"):
+        one_node(bundle_cluster(tmp_path), pod_log_limit=LogLimit("fast", 10))
+
+
+def test_jump_orders_follow_the_seed_and_are_listed_in_lab_json(tmp_path: Path) -> None:
+    cluster = bundle_cluster(tmp_path)
+    orders = set()
+    for seed in range(12):
+        compiled = one_node(cluster, seed=seed)
+        lab = compiled.lab
+        assert lab["seed"] == seed
+        rules = compiled.iptables_rules
+        for pod in lab["pods"]:
+            body = "\n".join(chain_rules(rules, pod["chain"]))
+            names = re.findall(r'"run through nw policy ([\w-]+)"', body)
+            assert names == [key.split("/")[1] for key in pod["policy_jumps"]]
+        forward = re.findall(
+            r'-A KUBE-ROUTER-FORWARD -m comment --comment "rule to jump traffic destined to POD '
+            r"name:(\S+) namespace: (\S+) to chain",
+            rules,
+        )
+        assert [f"{ns}/{name}" for name, ns in forward] == lab["pod_order"]
+        orders.add((tuple(lab["pod_order"]), tuple(lab["policy_order"])))
+    assert len(orders) > 6, "the seed does not shuffle the orders"
+    manifest = one_node(cluster, seed=3, manifest_order=True).lab
+    assert manifest["pod_order"] == [f"{p['namespace']}/{p['name']}" for p in manifest["pods"]]
+    assert manifest["policy_order"] == [policy.key for policy in cluster.policies]
 
 
 def test_allow_rules_mark_then_return(tmp_path: Path) -> None:
-    rules = compile_lab(bundle_cluster(tmp_path), NODE).iptables_rules
+    rules = one_node(bundle_cluster(tmp_path), sync_version="0").iptables_rules
     chain = kuberouter.policy_chain("sample1", "allow-same-namespace", "0")
     mark, ret, log = chain_rules(rules, chain)
     match = f"--match-set {TUTORIAL_SAME_NAMESPACE_SOURCE} src -m set --match-set "
@@ -193,10 +250,9 @@ def test_egress_pod_peers_use_the_policy_source_set_and_the_rule_destination_set
 
 
 def test_lab_json_lists_local_pods_and_tcp_probes(tmp_path: Path) -> None:
-    compiled = compile_lab(bundle_cluster(tmp_path), NODE, netns_prefix="t-")
+    compiled = one_node(bundle_cluster(tmp_path), netns_prefix="t-")
     lab = compiled.lab
     assert lab["node"] == NODE
-    assert lab["bridge"] == {"name": "cni0", "address": "10.42.0.1/24"}
     pods = {f"{pod['namespace']}/{pod['name']}": pod for pod in lab["pods"]}
     assert pods["sample1/nginx"]["netns"] == "t-sample1_nginx"
     assert pods["sample1/nginx"]["ip"] == "10.42.0.11"
@@ -212,7 +268,11 @@ def test_pods_on_other_nodes_are_peers_only(tmp_path: Path) -> None:
     documents = list(yaml.safe_load_all(WORKLOADS.read_text()))
     for document in documents:
         if document["kind"] == "Pod" and document["metadata"]["namespace"] == "sample2":
+            # Outside the node's pod subnet: a pod inside it would be this node's (its podCIDR).
             document["spec"]["nodeName"] = "elsewhere"
+            document["status"]["podIP"] = re.sub(
+                r"^10\.42\.\d+\.", "10.42.9.", document["status"]["podIP"]
+            )
     bundle = tmp_path / "bundle.yaml"
     bundle.write_text(render_yaml(render(BundleConfig())))
     cluster = load_manifests([bundle])
@@ -222,7 +282,7 @@ def test_pods_on_other_nodes_are_peers_only(tmp_path: Path) -> None:
     assert "sample2/nginx" not in {f"{p['namespace']}/{p['name']}" for p in compiled.lab["pods"]}
     assert "POD name:nginx namespace: sample2" not in compiled.iptables_rules
     assert "add TMP-" in compiled.ipset_restore
-    assert "10.42.0.21" in compiled.ipset_restore
+    assert "10.42.9.21" in compiled.ipset_restore
 
 
 @pytest.mark.parametrize(
@@ -231,8 +291,8 @@ def test_pods_on_other_nodes_are_peers_only(tmp_path: Path) -> None:
         ("10.43.0.5", "sample1/nginx: status.podIP 10.43.0.5 is not a free host address"),
         ("10.42.0.1", "sample1/nginx: status.podIP 10.42.0.1 is not a free host address"),
         (
-            "10.42.0.12",
-            "sample1/client: status.podIP 10.42.0.12 is already the IP of pod sample1/nginx",
+            "10.42.1.12",
+            "sample1/client: status.podIP 10.42.1.12 is already the IP of pod sample1/nginx",
         ),
     ],
 )
@@ -241,9 +301,11 @@ def test_bad_pod_addresses_are_refused_naming_the_pod(ip: str, message: str) -> 
     for document in documents:
         metadata = document["metadata"]
         if (metadata.get("namespace"), metadata["name"]) == ("sample1", "nginx"):
+            # Unscheduled: the pod must then fit a lab node's pod subnet.
+            del document["spec"]["nodeName"]
             document["status"]["podIP"] = ip
     with pytest.raises(LabError, match=re.escape(message)):
-        compile_lab(cluster_from_documents(documents, "workloads.yaml"), NODE)
+        one_node(cluster_from_documents(documents, "workloads.yaml"))
 
 
 def test_empty_node_and_bad_bridge_are_refused(tmp_path: Path) -> None:
@@ -259,15 +321,23 @@ def test_cli_compile_writes_reports_and_refuses_bad_input(tmp_path: Path) -> Non
     bundle.write_text(render_yaml(render(BundleConfig())))
     out = tmp_path / "lab"
     runner = CliRunner()
-    arguments = ["lab", "compile", "-f", str(bundle), "--builtin-workloads", "--node", NODE]
+    arguments = ["lab", "compile", "-f", str(bundle), "--builtin-workloads"]
+    arguments += ["--node", f"{NODE}={ONE_NODE_BRIDGE}"]
     first = runner.invoke(main, [*arguments, "--out", str(out), "--json"])
     assert first.exit_code == 0, first.output
     summary = json.loads(first.stdout)
-    assert summary["changed"] == ["ipset.restore", "iptables.rules", "lab.json"]
+    assert sorted(summary["changed"]) == [
+        f"{NODE}/ipset.restore",
+        f"{NODE}/iptables.rules",
+        f"{NODE}/lab.json",
+        "lab.json",
+    ]
     assert summary["pods"] == 6
+    assert summary["nodes"] == {NODE: 6}
     second = runner.invoke(main, [*arguments, "--out", str(out)])
     assert second.exit_code == 0
     assert "unchanged" in second.stdout
+    assert f"seed {summary['seed']}" in second.stdout
     broken = tmp_path / "broken.yaml"
     broken.write_text("kind: Pod\nmetadata: {name: p, namespace: n}\nstatus: {podIP: nope}\n")
     bad = runner.invoke(
@@ -279,3 +349,127 @@ def test_cli_compile_writes_reports_and_refuses_bad_input(tmp_path: Path) -> Non
     missing = runner.invoke(main, ["lab", "compile", "--node", NODE, "--out", str(out)])
     assert missing.exit_code == 2
     assert "--builtin-workloads" in missing.output
+    bad_node = runner.invoke(main, [*arguments[:-2], "--node", "a/b", "--out", str(out)])
+    assert bad_node.exit_code == 2
+    assert "node 'a/b'" in bad_node.output
+
+
+def test_cli_keeps_the_stored_seed_until_a_new_sync(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle.yaml"
+    bundle.write_text(render_yaml(render(BundleConfig())))
+    out = tmp_path / "lab"
+    runner = CliRunner()
+    arguments = ["lab", "compile", "-f", str(bundle), "--builtin-workloads", "--out", str(out)]
+    arguments += ["--node", "k3s-netpol-lab-server", "--node", "k3s-netpol-lab-agent=10.42.1.1/24"]
+
+    def seed_of(*extra: str) -> int:
+        result = runner.invoke(main, [*arguments, *extra, "--json"])
+        assert result.exit_code == 0, result.output
+        seed: int = json.loads(result.stdout)["seed"]
+        assert json.loads((out / "lab.json").read_text())["seed"] == seed
+        return seed
+
+    first = seed_of()
+    assert seed_of() == first
+    assert seed_of("--seed", "42") == 42
+    assert seed_of() == 42
+    assert seed_of("--new-seed") != 42
+    (out / "lab.json").write_text('{"seed": "x"}')
+    result = runner.invoke(main, arguments)
+    assert result.exit_code == 2
+    assert "lab.json" in result.output
+    assert "seed" in result.output
+
+
+def two_nodes(cluster: Cluster, **options: Any) -> CompiledCluster:
+    nodes = [
+        NodeSpec("k3s-netpol-lab-server", "10.42.0.1/24", "10.89.0.2"),
+        NodeSpec("k3s-netpol-lab-agent", "10.42.1.1/24", "10.89.0.3"),
+    ]
+    return compile_cluster(cluster, nodes, **options)
+
+
+def test_two_nodes_each_compile_their_own_pods_over_every_pod_of_the_cluster(
+    tmp_path: Path,
+) -> None:
+    compiled = two_nodes(bundle_cluster(tmp_path), seed=5)
+    lab = compiled.lab
+    by_node = {node["name"]: node for node in lab["nodes"]}
+    assert by_node["k3s-netpol-lab-server"]["pods"] == [
+        "sample1/nginx",
+        "sample1/traefik",
+        "sample2/client",
+    ]
+    assert by_node["k3s-netpol-lab-agent"]["pod_cidr"] == "10.42.1.0/24"
+    namespaces = {
+        name: {key.split("/")[0] for key in node["pods"]} for name, node in by_node.items()
+    }
+    assert all({"sample1", "sample2"} <= found for found in namespaces.values())
+    assert {pod["node"] for pod in lab["pods"]} == set(by_node)
+    assert len(lab["probes"]) == 6 * 5
+    server = compiled.nodes["k3s-netpol-lab-server"]
+    assert "POD name:nginx namespace: sample1" in server.iptables_rules
+    assert "POD name:nginx namespace: sample2" not in server.iptables_rules
+    # The sets hold every pod of the cluster, as kube-router's do.
+    assert "10.42.1.21 timeout 0" in server.ipset_restore
+    assert {p["from"] for p in server.lab["probes"]} <= set(
+        by_node["k3s-netpol-lab-server"]["pods"]
+    )
+    flannel = server.lab["flannel"]
+    assert flannel["device"] == "flannel.1"
+    assert flannel["vni"] == 1
+    assert flannel["port"] == 8472
+    assert flannel["address"] == "10.42.0.0/32"
+    assert flannel["local"] == "10.89.0.2"
+    agent = by_node["k3s-netpol-lab-agent"]
+    assert flannel["remotes"] == [
+        {
+            "node": "k3s-netpol-lab-agent",
+            "subnet": "10.42.1.0/24",
+            "gateway": "10.42.1.0",
+            "mac": compiled.nodes["k3s-netpol-lab-agent"].lab["flannel"]["mac"],
+            "node_ip": "10.89.0.3",
+        }
+    ]
+    assert agent["node_ip"] == "10.89.0.3"
+    # Each node's sync draws its own orders from the one seed.
+    assert sorted(agent["policy_order"]) == sorted(by_node["k3s-netpol-lab-server"]["policy_order"])
+    assert two_nodes(bundle_cluster(tmp_path), seed=5).files() == compiled.files()
+
+
+def test_overlapping_subnets_and_misplaced_pods_are_refused(tmp_path: Path) -> None:
+    cluster = bundle_cluster(tmp_path)
+    nodes = [NodeSpec("a", "10.42.0.1/16"), NodeSpec("b", "10.42.1.1/24")]
+    with pytest.raises(
+        LabError, match=re.escape("node b: pod subnet 10.42.1.0/24 overlaps node a")
+    ):
+        compile_cluster(cluster, nodes)
+    swapped = [
+        NodeSpec("k3s-netpol-lab-server", "10.42.1.1/24"),
+        NodeSpec("k3s-netpol-lab-agent", "10.42.0.1/24"),
+    ]
+    with pytest.raises(
+        LabError, match=re.escape("pod sample1/nginx: status.podIP 10.42.0.11 is not a free")
+    ):
+        compile_cluster(cluster, swapped)
+
+
+def test_ip_block_entries_keep_the_peers_order_and_repeats() -> None:
+    cluster = case_cluster("043-egress-cidr-except.yaml")
+    spec = dict(cluster.policies[0].spec)
+    spec["egress"] = [
+        {
+            "to": [
+                {"ipBlock": {"cidr": "192.168.1.0/24"}},
+                {"ipBlock": {"cidr": "192.168.0.0/16", "except": ["192.168.1.0/24"]}},
+            ]
+        }
+    ]
+    cluster.policies[0] = type(cluster.policies[0])("x", cluster.policies[0].name, spec, {})
+    restore = compile_lab(cluster, NODE).ipset_restore
+    added = re.findall(r"add TMP-\w+ (192\.168\.\S+ timeout 0(?: nomatch)?)\n", restore)
+    assert added == [
+        "192.168.1.0/24 timeout 0",
+        "192.168.0.0/16 timeout 0",
+        "192.168.1.0/24 timeout 0 nomatch",
+    ]

@@ -25,11 +25,19 @@ from typing import Any
 
 import pytest
 
-from k3s_netpol.lab import CompiledLab, write_compiled
+from k3s_netpol.lab import CompiledCluster, CompiledLab, NodeSpec, write_compiled
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_HELPER = ROOT / "roles" / "netpol_lab" / "files" / "netpol_lab_node.py"
-REQUIRED_TOOLS = ("ip", "ipset", "iptables-restore", "iptables-save", "curl", "sysctl")
+REQUIRED_TOOLS = (
+    "ip",
+    "bridge",
+    "ipset",
+    "iptables-restore",
+    "iptables-save",
+    "curl",
+    "sysctl",
+)
 NODE_SYSCTLS = {
     "net.bridge.bridge-nf-call-iptables": "1",
     "net.ipv4.ip_forward": "1",
@@ -90,9 +98,9 @@ def run(command: Sequence[str], stdin: str | None = None) -> str:
 class HostLab:
     """One lab node on the host, as network namespaces with a common name prefix."""
 
-    def __init__(self, prefix: str, work_dir: Path) -> None:
+    def __init__(self, prefix: str, work_dir: Path, node: str = "node") -> None:
         self.prefix = prefix
-        self.node = f"{prefix}node"
+        self.node = f"{prefix}{node}"
         self.work_dir = work_dir
         self.compiled_dir = work_dir / "compiled"
         self.state_dir = work_dir / "state"
@@ -109,6 +117,10 @@ class HostLab:
     def apply(self, compiled: CompiledLab) -> dict[str, Any]:
         """Write the compiled files, make the pods (idempotent) and load the rules."""
         write_compiled(compiled, self.compiled_dir)
+        return self.apply_written(compiled)
+
+    def apply_written(self, compiled: CompiledLab) -> dict[str, Any]:
+        """Make the pods and load the rules of files already in ``compiled_dir``."""
         self.lab = dict(compiled.lab)
         sysctls = [f"--sysctl={key}={value}" for key, value in NODE_SYSCTLS.items()]
         pods = self.helper(
@@ -170,27 +182,7 @@ class HostLab:
 
     def probe(self, probes: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, int, str], bool]:
         """curl every TCP probe from its source pod's namespace (one curl per source pod)."""
-        by_key = {f"{p['namespace']}/{p['name']}": p for p in self.pods()}
-        urls: dict[tuple[str, str, int, str], str] = {}
-        by_source: dict[str, list[str]] = {}
-        for probe in probes:
-            if probe["protocol"] != "TCP":
-                continue
-            key = (probe["from"], probe["to"], int(probe["port"]), probe["protocol"])
-            urls[key] = f"http://{by_key[probe['to']]['ip']}:{probe['port']}/"
-            by_source.setdefault(probe["from"], []).append(urls[key])
-        with ThreadPoolExecutor(max_workers=max(1, len(by_source))) as pool:
-            results = dict(
-                zip(
-                    by_source,
-                    pool.map(
-                        lambda source: self.curl(by_key[source]["netns"], by_source[source]),
-                        by_source,
-                    ),
-                    strict=True,
-                )
-            )
-        return {key: results[key[0]][url] for key, url in urls.items()}
+        return probe_pods(self.pods(), probes)
 
     def counters(self) -> list[tuple[int, str, str]]:
         """(packets, chain, rule text) of every rule in the node's filter table."""
@@ -222,6 +214,88 @@ class HostLab:
                 ]
             )
         run(["ip", "netns", "del", self.node])
+
+
+def probe_pods(
+    pods: Sequence[Mapping[str, Any]], probes: Iterable[Mapping[str, Any]]
+) -> dict[tuple[str, str, int, str], bool]:
+    """curl every TCP probe from its source pod's namespace (one curl per source pod)."""
+    by_key = {f"{p['namespace']}/{p['name']}": p for p in pods}
+    urls: dict[tuple[str, str, int, str], str] = {}
+    by_source: dict[str, list[str]] = {}
+    for probe in probes:
+        if probe["protocol"] != "TCP":
+            continue
+        key = (probe["from"], probe["to"], int(probe["port"]), probe["protocol"])
+        urls[key] = f"http://{by_key[probe['to']]['ip']}:{probe['port']}/"
+        by_source.setdefault(probe["from"], []).append(urls[key])
+    with ThreadPoolExecutor(max_workers=max(1, len(by_source))) as pool:
+        results = dict(
+            zip(
+                by_source,
+                pool.map(
+                    lambda source: HostLab.curl(by_key[source]["netns"], by_source[source]),
+                    by_source,
+                ),
+                strict=True,
+            )
+        )
+    return {key: results[key[0]][url] for key, url in urls.items()}
+
+
+class HostCluster:
+    """Several lab nodes on the host, each a network namespace, joined by a bridge in one more
+    namespace (the nodes' network): pods on different nodes talk over flannel.1 (VXLAN)."""
+
+    def __init__(self, prefix: str, work_dir: Path, nodes: Sequence[str]) -> None:
+        self.prefix = prefix
+        self.network = f"{prefix}net"
+        self.work_dir = work_dir
+        self.nodes: dict[str, HostLab] = {}
+        self.specs: list[NodeSpec] = []
+        run(["ip", "netns", "add", self.network])
+        try:
+            run(["ip", "-n", self.network, "link", "add", "br0", "type", "bridge"])
+            run(["ip", "-n", self.network, "link", "set", "br0", "up"])
+            for index, name in enumerate(nodes):
+                lab = HostLab(prefix, work_dir / name, node=name)
+                lab.compiled_dir = work_dir / "compiled" / name
+                self.nodes[name] = lab
+                uplink, address = f"ul{index}", f"10.89.0.{index + 2}"
+                run(
+                    [
+                        *("ip", "-n", lab.node, "link", "add", "eth0", "type", "veth"),
+                        *("peer", "name", uplink, "netns", self.network),
+                    ]
+                )
+                run(["ip", "-n", lab.node, "addr", "add", f"{address}/24", "dev", "eth0"])
+                run(["ip", "-n", lab.node, "link", "set", "eth0", "up"])
+                run(["ip", "-n", self.network, "link", "set", uplink, "master", "br0", "up"])
+                self.specs.append(NodeSpec(name, f"10.42.{index}.1/24", address))
+        except Exception:
+            self.close()
+            raise
+
+    def apply(self, compiled: CompiledCluster) -> dict[str, dict[str, Any]]:
+        write_compiled(compiled, self.work_dir / "compiled")
+        return {name: lab.apply_written(compiled.nodes[name]) for name, lab in self.nodes.items()}
+
+    def start_servers(self) -> None:
+        for lab in self.nodes.values():
+            lab.start_servers()
+
+    def probe(self, probes: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, int, str], bool]:
+        """curl every TCP probe from its source pod's namespace, whichever node hosts it."""
+        return probe_pods([pod for lab in self.nodes.values() for pod in lab.pods()], probes)
+
+    def counters(self) -> dict[str, list[tuple[int, str, str]]]:
+        return {name: lab.counters() for name, lab in self.nodes.items()}
+
+    def close(self) -> None:
+        for lab in self.nodes.values():
+            lab.close()
+        self.nodes.clear()
+        run(["ip", "netns", "del", self.network])
 
 
 def pod_chain_counts(rules: Iterable[tuple[int, str, str]]) -> dict[str, int]:

@@ -4,8 +4,10 @@ Each test builds a lab node on the host (network namespaces only, see test_lab_h
 the compiled ipsets and filter table with the role's helper, curls every TCP probe from inside
 the source pod's namespace, and asserts that the kernel's verdict equals the model's, probe by
 probe. Log evidence without ulogd (not installed on the host): the packet counters of the pod
-chains' REJECT and unprefixed NFLOG rules must each equal the number of blocked probes (the lab
-takes the log rules' rate limits from the policies' annotations; the cases get a generous one).
+chains' REJECT and unprefixed NFLOG rules must each equal the number of blocked probes (the pod
+chains' log rule gets a generous limit, the lab's `netpol_lab_pod_log_limit` deviation, so that
+the count is not the bucket's). The jump orders are shuffled with a random seed, as kube-router's
+are: the verdicts must not depend on them (a failing case names its seed).
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ from test_lab_host import HostLab, pod_chain_counts, require_root_tools
 
 from k3s_netpol import kuberouter
 from k3s_netpol.bundle import BundleConfig, render, render_yaml
-from k3s_netpol.lab import compile_lab
+from k3s_netpol.lab import LogLimit, compile_lab, new_seed
 from k3s_netpol.model import Cluster, cluster_from_documents, load_manifests
 
 CASES_DIR = Path(__file__).parent / "data" / "netpol-cases"
 CASE_FILES = sorted((CASES_DIR / "cases").glob("*.yaml"))
 WORKLOADS = Path(__file__).resolve().parents[1] / "src/k3s_netpol/data/lab/workloads.yaml"
 NODE = "lab-node"
+# One node hosting every workload pod (the server's and the agent's subnets).
+ONE_NODE_BRIDGE = "10.42.0.1/16"
+COUNTABLE_POD_LOG_LIMIT = LogLimit("1000/second", 1000)
 GENEROUS_LOG_LIMIT = {
     kuberouter.NFLOG_LIMIT_ANNOTATION: "1000/second",
     kuberouter.NFLOG_BURST_ANNOTATION: "1000",
@@ -76,7 +81,14 @@ def host_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostLab]:
 
 def check_case(host_lab: HostLab, path: Path) -> None:
     cluster, case = case_cluster(path)
-    compiled = compile_lab(cluster, NODE, netns_prefix=host_lab.prefix)
+    seed = new_seed()
+    compiled = compile_lab(
+        cluster,
+        NODE,
+        netns_prefix=host_lab.prefix,
+        seed=seed,
+        pod_log_limit=COUNTABLE_POD_LOG_LIMIT,
+    )
     host_lab.apply(compiled)
     host_lab.start_servers()
     probes = compiled.lab["probes"]
@@ -89,7 +101,9 @@ def check_case(host_lab: HostLab, path: Path) -> None:
         for p in probes
         if observed[(p["from"], p["to"], p["port"], p["protocol"])] != p["allowed"]
     ]
-    assert not mismatches, f"{path.name}: kernel differs from the model:\n" + "\n".join(mismatches)
+    assert not mismatches, f"{path.name} (seed {seed}): kernel differs from the model:\n" + (
+        "\n".join(mismatches)
+    )
     for port, protocol in sorted({(p["port"], p["protocol"]) for p in probes}):
         blocked = upstream_blocked(case, port, protocol)
         if blocked is None:
@@ -131,7 +145,9 @@ def test_tutorial_bundle_outcomes_on_the_kernel(sample_lab: HostLab, tmp_path: P
     config = BundleConfig(nflog_limit="100/second", nflog_limit_burst=100)
     bundle.write_text(render_yaml(render(config)))
     cluster = load_manifests([bundle, WORKLOADS])
-    compiled = compile_lab(cluster, NODE, netns_prefix=sample_lab.prefix)
+    compiled = compile_lab(
+        cluster, NODE, bridge_address=ONE_NODE_BRIDGE, netns_prefix=sample_lab.prefix, seed=11
+    )
     first = sample_lab.apply(compiled)
     assert first["changed"]
     again = sample_lab.apply(compiled)

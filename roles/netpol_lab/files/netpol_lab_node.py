@@ -12,7 +12,11 @@ iptables; not the k3s_netpol package). Reads what `k3s-netpol lab compile` wrote
 `pods` makes the bridge, sets the node's sysctls (net.bridge.* exists once a bridge does),
 and per pod a network namespace with a veth pair (eth0 in the pod with its IP and a default
 route via the bridge; the node side enslaved to the bridge), touching only what is missing or
-wrong; namespaces it made for pods no longer listed are removed. `load`
+wrong; namespaces it made for pods no longer listed are removed. With a `flannel` section it
+also makes flannel's VXLAN device (flannel.1: VNI, UDP port, MAC, the subnet's .0/32 address)
+and, per other node, the route, permanent neighbour and FDB entry flannel's vxlan backend
+writes (`<subnet> via <subnet .0> dev flannel.1 onlink`, `<subnet .0> lladdr <MAC>`,
+`<MAC> dst <node IP>`). `load`
 swaps the ipsets in (ipset restore), replaces the filter table in one transaction
 (iptables-restore, after a --test pass), then destroys KUBE-SRC-/KUBE-DST- sets that the new
 rules no longer use. Each prints one JSON line: {"changed": bool, "actions": [...]}, and exits
@@ -113,7 +117,42 @@ def read_lab(path: Path) -> dict[str, Any]:
             raise InputError(f"{where}.ip: {pod['ip']!r} is not an IP address") from None
         if address not in interface.network:
             raise InputError(f"{where}.ip: {address} is outside {interface.network}")
+    flannel = lab.get("flannel")
+    if flannel is not None:
+        check_flannel(path, flannel)
     return lab
+
+
+def check_flannel(path: Path, flannel: Any) -> None:
+    if not isinstance(flannel, dict):
+        raise InputError(f"{path}: flannel: expected an object or null")
+    for key in ("device", "mac", "address", "local"):
+        if not isinstance(flannel.get(key), str) or not flannel[key]:
+            raise InputError(f"{path}: flannel.{key}: expected a non-empty string")
+    for key in ("vni", "port"):
+        if not isinstance(flannel.get(key), int) or isinstance(flannel[key], bool):
+            raise InputError(f"{path}: flannel.{key}: expected an integer")
+    try:
+        ipaddress.ip_interface(flannel["address"])
+        ipaddress.ip_address(flannel["local"])
+    except ValueError as error:
+        raise InputError(f"{path}: flannel: {error}") from None
+    remotes = flannel.get("remotes")
+    if not isinstance(remotes, list):
+        raise InputError(f"{path}: flannel.remotes: expected a list")
+    for index, remote in enumerate(remotes):
+        where = f"{path}: flannel.remotes[{index}]"
+        if not isinstance(remote, dict):
+            raise InputError(f"{where}: expected an object")
+        for key in ("subnet", "gateway", "mac", "node_ip"):
+            if not isinstance(remote.get(key), str) or not remote[key]:
+                raise InputError(f"{where}.{key}: expected a non-empty string")
+        try:
+            ipaddress.ip_network(remote["subnet"])
+            ipaddress.ip_address(remote["gateway"])
+            ipaddress.ip_address(remote["node_ip"])
+        except ValueError as error:
+            raise InputError(f"{where}: {error}") from None
 
 
 def has_address(link: dict[str, Any] | None, interface: str) -> bool:
@@ -200,6 +239,96 @@ def ensure_pod(node: Node, pod: dict[str, Any], bridge: str, bridge_address: str
         )
 
 
+def underlay_device(node: Node, local: str) -> str:
+    """The node's interface that holds ``local`` (flannel's --iface)."""
+    for name, link in node.links().items():
+        for info in link.get("addr_info", []):
+            if info.get("local") == local:
+                return name
+    raise InputError(f"flannel.local: no interface of the node has address {local}")
+
+
+def ensure_flannel(node: Node, flannel: dict[str, Any]) -> None:
+    """flannel.1 and the route, neighbour and FDB entries flannel's vxlan backend writes."""
+    device = flannel["device"]
+    ip = node.ip_args()
+    current = json.loads(node.run([*ip, "-j", "-d", "link", "show"]) or "[]")
+    link = next((entry for entry in current if entry.get("ifname") == device), None)
+    vxlan = ((link or {}).get("linkinfo") or {}).get("info_data") or {}
+    wanted = (flannel["vni"], flannel["local"], flannel["port"])
+    if link is not None and (vxlan.get("id"), vxlan.get("local"), vxlan.get("port")) != wanted:
+        node.change(f"remove {device} (other VXLAN settings)", [*ip, "link", "del", device])
+        link = None
+    if link is None:
+        parent = underlay_device(node, flannel["local"])
+        node.change(
+            f"create {device} (VXLAN {flannel['vni']}, port {flannel['port']}, dev {parent})",
+            [
+                *(*ip, "link", "add", device, "type", "vxlan", "id", str(flannel["vni"])),
+                *("local", flannel["local"], "dev", parent, "dstport", str(flannel["port"])),
+                "nolearning",
+            ],
+        )
+    if link is None or link.get("address") != flannel["mac"]:
+        node.change(
+            f"{device} address {flannel['mac']}",
+            [*ip, "link", "set", device, "address", flannel["mac"]],
+        )
+    links = {} if link is None else node.links()
+    if not has_address(links.get(device), flannel["address"]):
+        node.change(
+            f"address {device} {flannel['address']}",
+            [*ip, "addr", "replace", flannel["address"], "dev", device],
+        )
+    if link is None or "UP" not in link.get("flags", []):
+        node.change(f"bring {device} up", [*ip, "link", "set", device, "up"])
+    routes = [] if link is None else json.loads(node.run([*ip, "-j", "route", "show"]) or "[]")
+    neighbours = (
+        []
+        if link is None
+        else json.loads(node.run([*ip, "-j", "neigh", "show", "dev", device]) or "[]")
+    )
+    fdb_command = ["bridge", "-j", "fdb", "show", "dev", device]
+    fdb = [] if link is None else json.loads(node.run(node.wrap(fdb_command)) or "[]")
+    for remote in flannel["remotes"]:
+        subnet, gateway, mac = remote["subnet"], remote["gateway"], remote["mac"]
+        if not any(
+            route.get("dst") == subnet
+            and route.get("gateway") == gateway
+            and route.get("dev") == device
+            for route in routes
+        ):
+            node.change(
+                f"route {subnet} via {gateway} dev {device} onlink",
+                [*ip, "route", "replace", subnet, "via", gateway, "dev", device, "onlink"],
+            )
+        if not any(
+            entry.get("dst") == gateway
+            and entry.get("lladdr") == mac
+            and "PERMANENT" in entry.get("state", [])
+            for entry in neighbours
+        ):
+            node.change(
+                f"neighbour {gateway} lladdr {mac} dev {device}",
+                [
+                    *(*ip, "neigh", "replace", gateway, "lladdr", mac),
+                    *("dev", device, "nud", "permanent"),
+                ],
+            )
+        if not any(
+            entry.get("mac") == mac and entry.get("dst") == remote["node_ip"] for entry in fdb
+        ):
+            node.change(
+                f"fdb {mac} dst {remote['node_ip']} dev {device}",
+                node.wrap(
+                    [
+                        *("bridge", "fdb", "replace", mac, "dev", device),
+                        *("dst", remote["node_ip"], "self", "permanent"),
+                    ]
+                ),
+            )
+
+
 def parse_sysctls(values: list[str]) -> dict[str, str]:
     settings = {}
     for value in values:
@@ -234,6 +363,8 @@ def command_pods(args: argparse.Namespace) -> dict[str, Any]:
     ensure_sysctls(node, sysctls)
     for pod in lab["pods"]:
         ensure_pod(node, pod, bridge["name"], bridge["address"])
+    if lab.get("flannel") is not None:
+        ensure_flannel(node, lab["flannel"])
     state = Path(args.state_dir) / "pods.json"
     wanted = [pod["netns"] for pod in lab["pods"]]
     previous = json.loads(state.read_text()) if state.is_file() else []
@@ -285,8 +416,14 @@ def command_down(args: argparse.Namespace) -> dict[str, Any]:
     for pod in lab["pods"]:
         if (NETNS_DIR / pod["netns"]).exists():
             node.change(f"remove netns {pod['netns']}", ["ip", "netns", "del", pod["netns"]])
-    if lab["bridge"]["name"] in node.links():
+    links = node.links()
+    if lab["bridge"]["name"] in links:
         node.change("remove bridge", [*node.ip_args(), "link", "del", lab["bridge"]["name"]])
+    flannel = lab.get("flannel")
+    if flannel is not None and flannel["device"] in links:
+        node.change(
+            f"remove {flannel['device']}", [*node.ip_args(), "link", "del", flannel["device"]]
+        )
     state = Path(args.state_dir) / "pods.json"
     state.unlink(missing_ok=True)
     return {"changed": bool(node.actions), "actions": node.actions}

@@ -24,11 +24,15 @@ from k3s_netpol.cli.run import (
     load_verify_report,
     run_sequence,
 )
+from k3s_netpol.kuberouter import DEFAULT_NFLOG_BURST, DEFAULT_NFLOG_LIMIT
 from k3s_netpol.lab import (
     BRIDGE_ADDRESS,
-    DEFAULT_SYNC_VERSION,
+    MAX_SEED,
     LabError,
-    compile_lab,
+    LogLimit,
+    compile_cluster,
+    parse_node_spec,
+    stored_seed,
     write_compiled,
 )
 from k3s_netpol.model import ManifestError, load_manifests
@@ -57,7 +61,8 @@ def lab() -> None:
     epilog="""\b
 Examples:
   k3s-netpol lab compile -f artifacts/bundle.yaml --builtin-workloads \\
-      --node k3s-netpol-lab --out artifacts/lab
+      --node k3s-netpol-lab-server=10.42.0.1/24@10.89.0.2 \\
+      --node k3s-netpol-lab-agent=10.42.1.1/24@10.89.0.3 --out artifacts/lab
 """,
 )
 @click.option(
@@ -73,41 +78,85 @@ Examples:
     is_flag=True,
     help="Add the lab's default workload (sample1, sample2, cattle-monitoring-system pods).",
 )
-@click.option("--node", required=True, help="The lab node's name (pods without nodeName go here).")
+@click.option(
+    "--node",
+    "node_specs",
+    multiple=True,
+    required=True,
+    metavar="NAME[=BRIDGE_ADDRESS[@NODE_IP]]",
+    help="A lab node: its name, cni0's address/prefix (its pod subnet) and its address on the "
+    "nodes' network (for flannel.1); repeatable, server first.",
+)
 @click.option(
     "--out",
     "out_dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for ipset.restore, iptables.rules and lab.json.",
+    help="Directory for lab.json and, per node, <node>/ipset.restore, iptables.rules, lab.json.",
 )
 @click.option(
     "--bridge-address",
     default=BRIDGE_ADDRESS,
     show_default=True,
-    help="cni0's address/prefix; every local pod IP must be a host of this network.",
+    help="cni0's address/prefix for a --node given without one.",
 )
 @click.option("--netns-prefix", default="", help="Prefix of the pods' network namespace names.")
 @click.option(
+    "--seed",
+    type=click.IntRange(0, MAX_SEED),
+    default=None,
+    help="Seed of the sync's policy and pod orders (default: the one in --out's lab.json, "
+    "else a new one).",
+)
+@click.option("--new-seed", is_flag=True, help="Draw a new seed (a new sync) unless --seed.")
+@click.option(
     "--sync-version",
-    default=DEFAULT_SYNC_VERSION,
-    show_default=True,
-    help="Stands for kube-router's sync timestamp in the chain-name hashes.",
+    default=None,
+    help="Stands for kube-router's sync timestamp in chain names (default: the seed).",
+)
+@click.option(
+    "--manifest-order",
+    is_flag=True,
+    help="Deviation: policy and pod jumps in manifest order instead of shuffled per sync.",
+)
+@click.option(
+    "--pod-log-limit",
+    default=None,
+    metavar="N/UNIT",
+    help="Deviation: the pod chains' NFLOG limit instead of kube-router's 10/minute.",
+)
+@click.option(
+    "--pod-log-burst",
+    type=int,
+    default=None,
+    help="Deviation: the pod chains' NFLOG burst instead of kube-router's 10.",
+)
+@click.option(
+    "--icmp-ratelimit-lifted",
+    is_flag=True,
+    help="Record that the nodes' ICMP rate limits are lifted (a deviation lab.json lists).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def compile_command(
     files: tuple[Path, ...],
     builtin_workloads: bool,
-    node: str,
+    node_specs: tuple[str, ...],
     out_dir: Path,
     bridge_address: str,
     netns_prefix: str,
-    sync_version: str,
+    seed: int | None,
+    new_seed: bool,
+    sync_version: str | None,
+    manifest_order: bool,
+    pod_log_limit: str | None,
+    pod_log_burst: int | None,
+    icmp_ratelimit_lifted: bool,
     as_json: bool,
 ) -> None:
-    """Compile manifests into the lab node's ipsets, filter table and lab.json.
+    """Compile manifests into every lab node's ipsets and filter table, and lab.json.
 
-    Files are rewritten only when their content changes (the output is deterministic).
+    The seed decides the orders a kube-router sync takes from Go maps; it is kept in lab.json,
+    so compiling again gives the same bytes (files are rewritten only when they change).
     Exit codes: 0 ok, 2 bad input (the message names the file and the field).
     """
     paths = list(files)
@@ -118,14 +167,26 @@ def compile_command(
     for path in paths:
         if not path.is_file():
             raise usage_error(f"{path}: no such file")
+    log_limit = None
+    if pod_log_limit is not None or pod_log_burst is not None:
+        log_limit = LogLimit(
+            pod_log_limit or DEFAULT_NFLOG_LIMIT,
+            DEFAULT_NFLOG_BURST if pod_log_burst is None else pod_log_burst,
+        )
     try:
+        nodes = [parse_node_spec(spec, bridge_address) for spec in node_specs]
+        if seed is None and not new_seed:
+            seed = stored_seed(out_dir)
         cluster = load_manifests(paths)
-        compiled = compile_lab(
+        compiled = compile_cluster(
             cluster,
-            node,
-            bridge_address=bridge_address,
+            nodes,
+            seed=seed,
             netns_prefix=netns_prefix,
             sync_version=sync_version,
+            manifest_order=manifest_order,
+            pod_log_limit=log_limit,
+            icmp_ratelimit_lifted=icmp_ratelimit_lifted,
         )
     except (ManifestError, LabError) as error:
         raise usage_error(str(error)) from error
@@ -135,16 +196,22 @@ def compile_command(
         console.print(f"[yellow]warning[/yellow]: {warning}", markup=True, highlight=False)
     summary = {
         "out": str(out_dir),
-        "changed": [path.name for path in changed],
+        "changed": [str(path.relative_to(out_dir)) for path in changed],
+        "seed": compiled.lab["seed"],
+        "nodes": {node["name"]: len(node["pods"]) for node in compiled.lab["nodes"]},
         "pods": len(compiled.lab["pods"]),
         "probes": len(compiled.lab["probes"]),
+        "deviations": [deviation["variable"] for deviation in compiled.lab["deviations"]],
         "warnings": list(compiled.warnings),
     }
     if as_json:
         emit_json(summary)
     else:
-        state = f"wrote {', '.join(path.name for path in changed)}" if changed else "unchanged"
-        click.echo(f"{out_dir}: {state} ({summary['pods']} pods, {summary['probes']} probes)")
+        state = f"wrote {', '.join(summary['changed'])}" if changed else "unchanged"
+        click.echo(
+            f"{out_dir}: {state} (seed {summary['seed']}, {len(nodes)} node(s), "
+            f"{summary['pods']} pods, {summary['probes']} probes)"
+        )
 
 
 def _lab_options(params: dict[str, Any]) -> PlaybookOptions:
