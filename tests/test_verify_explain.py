@@ -255,3 +255,16 @@ def test_all_and_argument_mistakes_exit_2(arguments: tuple[str, ...], message: s
     code, output = run(*arguments)
     assert code == 2
     assert message in output
+
+
+def test_why_no_rule_admits_names_each_rule_and_what_it_misses() -> None:
+    code, output = run("x/a", "y/b", "81/TCP")
+    assert code == 0, output
+    assert "    - y/deny-ingress: no ingress rule (it admits nothing)" in output
+    assert "    - y/allow-from-x-a ingress[0]: 81/TCP is not among its ports" in output
+    code, output = run("y/d", "y/b", "80/TCP", "--json")
+    ingress = json.loads(output)["sides"][1]
+    assert ingress["refusals"] == [
+        "y/deny-ingress: no ingress rule (it admits nothing)",
+        "y/allow-from-x-a ingress[0]: y/d is not among its `from` peers",
+    ]

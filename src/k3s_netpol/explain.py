@@ -28,7 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k3s_netpol.model import Cluster, Decision, Probe, SideDecision, decide
+from k3s_netpol.model import (
+    Cluster,
+    Decision,
+    Probe,
+    SideDecision,
+    decide,
+    peer_matches,
+    ports_match,
+)
 
 UNKNOWN_NODE = "(node unknown)"
 POD_CHAIN_LINE = "pod chain (no prefix)"
@@ -164,6 +172,7 @@ class Explanation:
     outcomes: tuple[ChainOutcomes, ...]
     evidence: Evidence
     seed: int | None
+    refusals: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # direction -> why not
 
     @property
     def routed(self) -> bool:
@@ -182,7 +191,10 @@ class Explanation:
             "port": decision.port,
             "protocol": decision.protocol,
             "allowed": decision.allowed,
-            "sides": [_side_dict(side) for side in (decision.egress, decision.ingress)],
+            "sides": [
+                {**_side_dict(side), "refusals": list(self.refusals.get(side.direction, ()))}
+                for side in (decision.egress, decision.ingress)
+            ],
             "source_node": self.source_node,
             "destination_node": self.destination_node,
             "routed": self.routed,
@@ -381,7 +393,35 @@ def explain_decision(cluster: Cluster, decision: Decision, placement: Placement)
         outcomes=outcomes,
         evidence=_evidence(outcomes, source_node != destination_node),
         seed=orders.seed if orders else None,
+        refusals={
+            side.direction: refusals(cluster, decision, side)
+            for side in (decision.egress, decision.ingress)
+            if not side.allowed
+        },
     )
+
+
+def refusals(cluster: Cluster, decision: Decision, side: SideDecision) -> tuple[str, ...]:
+    """Why each rule of each policy selecting the side's pod does not admit the connection."""
+    rules_key, peers_key = ("ingress", "from") if side.direction == "ingress" else ("egress", "to")
+    peer = cluster.pod(decision.source if side.direction == "ingress" else decision.destination)
+    destination = cluster.pod(decision.destination)
+    policies = {policy.key: policy for policy in cluster.policies}
+    wanted = f"{decision.port}/{decision.protocol}"
+    reasons: list[str] = []
+    for key in side.selecting:
+        policy = policies[key]
+        rules = policy.spec.get(rules_key) or ()
+        if not rules:
+            reasons.append(f"{key}: no {side.direction} rule (it admits nothing)")
+        for index, rule in enumerate(rules):
+            peers = rule.get(peers_key)
+            where = f"{key} {side.direction}[{index}]"
+            if peers and not any(peer_matches(cluster, policy, entry, peer) for entry in peers):
+                reasons.append(f"{where}: {peer.key} is not among its `{peers_key}` peers")
+            elif not ports_match(rule.get("ports"), destination, decision.port, decision.protocol):
+                reasons.append(f"{where}: {wanted} is not among its ports")
+    return tuple(reasons)
 
 
 def blocked_by(decision: Decision) -> str | None:
@@ -521,6 +561,7 @@ def render_explanation(explanation: Explanation) -> str:
     )
     for side in (decision.egress, decision.ingress):
         out.append(f"  {side.direction} ({side.pod}): {_side_reason(side)}")
+        out.extend(f"    - {reason}" for reason in explanation.refusals.get(side.direction, ()))
     where = (
         f"routed: {decision.source} on {explanation.source_node}, {decision.destination} on "
         f"{explanation.destination_node} (over flannel.1, one pass per node)"
