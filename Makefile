@@ -2,12 +2,13 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
+# The virtualenv, as a user who activated it has it. Nothing else is exported: the plays, the
+# Molecule scenarios and the package find the project's podman settings, ansible.cfg and roles
+# themselves, so what passes here passes for a user who types the same commands.
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
-export CONTAINERS_CONF := $(CURDIR)/.cache/containers.conf
-export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
-export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
-# Controller-side files (rendered bundle, compiled lab rules, fetched logs, the report).
-export K3S_NETPOL_ARTIFACTS_DIR ?= $(CURDIR)/artifacts
+# Controller-side files (rendered bundle, compiled lab rules, fetched logs, the report): the
+# roles' default, artifacts/ beside site.yml, unless K3S_NETPOL_ARTIFACTS_DIR says otherwise.
+artifacts_dir := $(or $(K3S_NETPOL_ARTIFACTS_DIR),$(CURDIR)/artifacts)
 
 .PHONY: help setup lab lab-down test lint pytest molecule bench
 
@@ -17,15 +18,15 @@ help: ## List the targets.
 setup: ## Install Debian packages, .venv, containers.conf and the local systemd image (idempotent).
 	@bash scripts/setup.sh
 
-lab: setup ## Run site.yml on the built-in lab: ulogd2, the policy bundle, the lab, verify.
+lab: setup ## Run site.yml on the built-in two-node lab: ulogd2, the policy bundle, the lab, verify.
 	ansible-playbook site.yml
-	@echo; echo "== The probe matrix ($(K3S_NETPOL_ARTIFACTS_DIR)/report.txt)"
-	@cat "$(K3S_NETPOL_ARTIFACTS_DIR)/report.txt"
-	@echo; echo "== The drops ulogd2 logged during verify, one event per packet ($(K3S_NETPOL_ARTIFACTS_DIR)/logs/)"
-	@k3s-netpol logs "$(K3S_NETPOL_ARTIFACTS_DIR)"/logs/*.log \
-	  --snapshot src/k3s_netpol/data/lab/workloads.yaml --snapshot "$(K3S_NETPOL_ARTIFACTS_DIR)/bundle.yaml"
+	@echo; echo "== The probe matrix ($(artifacts_dir)/report.txt)"
+	@cat "$(artifacts_dir)/report.txt"
+	@echo; echo "== The drops ulogd2 logged during verify, one event per packet ($(artifacts_dir)/logs/)"
+	@k3s-netpol logs "$(artifacts_dir)"/logs/*.log \
+	  --snapshot src/k3s_netpol/data/lab/workloads.yaml --snapshot "$(artifacts_dir)/bundle.yaml"
 
-lab-down: setup ## Remove the lab's node container.
+lab-down: setup ## Remove the lab's node containers and their podman network.
 	ansible-playbook playbooks/lab_down.yml
 
 test: setup lint pytest molecule ## Run every check and test that can run on this machine.

@@ -6,6 +6,9 @@
 #   3. .cache/containers.conf (runc, ulimits that fit this host), used through CONTAINERS_CONF;
 #   4. the local Debian 12 systemd image for Molecule and the lab (scripts/build-image.sh).
 # Each step is skipped when what it makes is already there and current.
+#
+# `scripts/setup.sh podman-settings` runs step 3 alone: the Molecule scenarios call it first
+# (their dependency step), so `molecule test` works in a shell that exported nothing.
 set -euo pipefail
 
 project_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -71,14 +74,20 @@ install_package() {
   echo "$wanted" >"$stamp_file"
 }
 
+# podman's default ulimits for a container (nofile 1048576, nproc 4194304) are above the hard
+# limits of some hosts, and runc cannot raise them there ("error setting rlimit type 7"); crun
+# fails on cgroup v1 hybrid hosts. This file keeps both within what the host allows. The
+# project's plays and Molecule scenarios point CONTAINERS_CONF at it themselves.
 write_containers_conf() {
-  local nofile conf="$cache_dir/containers.conf" text
+  local nofile nproc conf="$cache_dir/containers.conf" text
   nofile=$(ulimit -Hn)
   [[ "$nofile" == unlimited ]] && nofile=1048576
+  nproc=$(ulimit -Hu)
+  [[ "$nproc" == unlimited || "$nproc" -gt 32768 ]] && nproc=32768
   text=$(printf '%s\n' \
     '# Written by scripts/setup.sh; selected with CONTAINERS_CONF. Nothing in /etc is changed.' \
     '[containers]' \
-    "default_ulimits = [\"nofile=$nofile:$nofile\", \"nproc=32768:32768\"]" \
+    "default_ulimits = [\"nofile=$nofile:$nofile\", \"nproc=$nproc:$nproc\"]" \
     '' \
     '[engine]' \
     'runtime = "runc"')
@@ -88,8 +97,19 @@ write_containers_conf() {
   fi
 }
 
-install_apt_packages
-install_venv
-install_package
-write_containers_conf
-CONTAINERS_CONF="$cache_dir/containers.conf" "$project_dir/scripts/build-image.sh"
+case "${1:-all}" in
+  podman-settings)
+    write_containers_conf
+    ;;
+  all)
+    install_apt_packages
+    install_venv
+    install_package
+    write_containers_conf
+    CONTAINERS_CONF="$cache_dir/containers.conf" "$project_dir/scripts/build-image.sh"
+    ;;
+  *)
+    echo "usage: scripts/setup.sh [all|podman-settings]" >&2
+    exit 2
+    ;;
+esac

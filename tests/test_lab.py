@@ -473,3 +473,79 @@ def test_ip_block_entries_keep_the_peers_order_and_repeats() -> None:
         "192.168.0.0/16 timeout 0",
         "192.168.1.0/24 timeout 0 nomatch",
     ]
+
+
+def test_cli_sync_runs_the_lab_play_as_a_resync_and_prints_the_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from k3s_netpol.cli import lab as lab_cli
+    from k3s_netpol.runner import RunResult
+
+    calls: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+
+    def fake_run(command: str, playbooks: tuple[str, ...], params: dict[str, Any]) -> list[Any]:
+        calls.append((playbooks, lab_cli._lab_options(params).extra_vars))
+        bundle = tmp_path / "bundle.yaml"
+        bundle.write_text(render_yaml(render(BundleConfig())))
+        compiled = compile_cluster(
+            load_manifests([bundle, WORKLOADS]), [NodeSpec(NODE, ONE_NODE_BRIDGE)], seed=31
+        )
+        write_compiled(compiled, tmp_path / "art" / "lab")
+        return [RunResult(playbook=playbooks[0], status="successful", rc=0)]
+
+    monkeypatch.setattr(lab_cli, "_run", fake_run)
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["lab", "sync", "--seed", "31", "--artifacts-dir", str(tmp_path / "art")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "seed 31" in result.stdout
+    assert calls == [
+        (("playbooks/lab.yml",), {"netpol_lab_resync": True, "netpol_lab_sync_seed": 31})
+    ]
+    as_json = runner.invoke(
+        main, ["lab", "sync", "--json", "--artifacts-dir", str(tmp_path / "art")]
+    )
+    assert as_json.exit_code == 0, as_json.output
+    document = json.loads(as_json.stdout)
+    assert document["sync"]["seed"] == 31
+    assert document["sync"]["nodes"][NODE]["pod_order"]
+    assert calls[-1][1] == {"netpol_lab_resync": True, "netpol_lab_sync_seed": ""}
+    (tmp_path / "art" / "lab" / "lab.json").unlink()
+    monkeypatch.setattr(lab_cli, "_run", lambda *_: [RunResult("p", "successful", 0)])
+    missing = runner.invoke(main, ["lab", "sync", "--artifacts-dir", str(tmp_path / "art")])
+    assert missing.exit_code == 2
+    assert "lab.json" in missing.output
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.pop("mac"), "flannel.mac: expected a non-empty string"),
+        (lambda f: f.update(vni="1"), "flannel.vni: expected an integer"),
+        (lambda f: f.update(local="10.89.0"), "flannel: "),
+        (lambda f: f["remotes"][0].pop("node_ip"), "flannel.remotes[0].node_ip"),
+        (lambda f: f.update(remotes={}), "flannel.remotes: expected a list"),
+    ],
+)
+def test_node_helper_refuses_a_bad_flannel_section_naming_the_field(
+    tmp_path: Path, change: Any, message: str
+) -> None:
+    import subprocess
+    import sys
+
+    compiled = two_nodes(bundle_cluster(tmp_path), seed=1).nodes["k3s-netpol-lab-server"]
+    lab = json.loads(json.dumps(compiled.lab))
+    change(lab["flannel"])
+    path = tmp_path / "lab.json"
+    path.write_text(json.dumps(lab))
+    helper = ROOT / "roles/netpol_lab/files/netpol_lab_node.py"
+    result = subprocess.run(
+        [sys.executable, str(helper), "pods", str(path), "--check", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert str(path) in result.stderr

@@ -298,6 +298,17 @@ class HostCluster:
         run(["ip", "netns", "del", self.network])
 
 
+def model_mismatches(
+    probes: Iterable[Mapping[str, Any]], observed: Mapping[tuple[str, str, int, str], bool]
+) -> list[str]:
+    """The probes whose kernel verdict differs from the model's, one line each."""
+    return [
+        f"{p['from']} -> {p['to']}:{p['port']} model={'allowed' if p['allowed'] else 'blocked'}"
+        for p in probes
+        if observed[(p["from"], p["to"], p["port"], p["protocol"])] != p["allowed"]
+    ]
+
+
 def pod_chain_counts(rules: Iterable[tuple[int, str, str]]) -> dict[str, int]:
     """Packets that hit the pod chains' REJECT and unprefixed NFLOG rules, and the policy chains'
     prefixed NFLOG rules, summed over chains."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_lab_host import HostLab, pod_chain_counts, require_root_tools
+from test_lab_host import HostLab, model_mismatches, pod_chain_counts, require_root_tools
 
 from k3s_netpol import kuberouter
 from k3s_netpol.bundle import BundleConfig, render, render_yaml
@@ -96,11 +96,7 @@ def check_case(host_lab: HostLab, path: Path) -> None:
     # Pods coming up send a few packets of their own (multicast reports): count from here on.
     before = pod_chain_counts(host_lab.counters())
     observed = host_lab.probe(probes)
-    mismatches = [
-        f"{p['from']} -> {p['to']}:{p['port']} model={'allowed' if p['allowed'] else 'blocked'}"
-        for p in probes
-        if observed[(p["from"], p["to"], p["port"], p["protocol"])] != p["allowed"]
-    ]
+    mismatches = model_mismatches(probes, observed)
     assert not mismatches, f"{path.name} (seed {seed}): kernel differs from the model:\n" + (
         "\n".join(mismatches)
     )

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_lab_host import HostCluster, require_root_tools, run
+from test_lab_host import HostCluster, model_mismatches, require_root_tools, run
 
 from k3s_netpol.bundle import BundleConfig, render, render_yaml
 from k3s_netpol.lab import CompiledCluster, LogLimit, compile_cluster, new_seed
@@ -139,11 +139,7 @@ def test_every_probe_over_two_nodes_gives_the_models_verdict(
     assert any(nodes[p["from"]] != nodes[p["to"]] and p["allowed"] for p in probes)
     assert any(nodes[p["from"]] != nodes[p["to"]] and not p["allowed"] for p in probes)
     observed = cluster_lab.probe(probes)
-    mismatches = [
-        f"{p['from']} -> {p['to']}:{p['port']} model={'allowed' if p['allowed'] else 'blocked'}"
-        for p in probes
-        if observed[(p["from"], p["to"], p["port"], p["protocol"])] != p["allowed"]
-    ]
+    mismatches = model_mismatches(probes, observed)
     assert not mismatches, f"seed {compiled.lab['seed']}: kernel differs from the model:\n" + (
         "\n".join(mismatches)
     )

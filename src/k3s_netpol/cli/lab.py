@@ -27,11 +27,13 @@ from k3s_netpol.cli.run import (
 from k3s_netpol.kuberouter import DEFAULT_NFLOG_BURST, DEFAULT_NFLOG_LIMIT
 from k3s_netpol.lab import (
     BRIDGE_ADDRESS,
+    LAB_FILE,
     MAX_SEED,
     LabError,
     LogLimit,
     compile_cluster,
     parse_node_spec,
+    read_sync_summary,
     stored_seed,
     write_compiled,
 )
@@ -47,6 +49,7 @@ UP_PLAYBOOKS = (
     "playbooks/lab.yml",
 )
 VERIFY_PLAYBOOKS = ("playbooks/verify.yml",)
+SYNC_PLAYBOOKS = ("playbooks/lab.yml",)
 DOWN_PLAYBOOKS = ("playbooks/lab_down.yml",)
 
 
@@ -227,7 +230,13 @@ def _run(command: str, playbooks: tuple[str, ...], params: dict[str, Any]) -> li
     return run_sequence(f"lab {command}", playbooks, options, artifacts_dir)
 
 
-def _exit(command: str, params: dict[str, Any], results: list[RunResult], report: Any) -> None:
+def _exit(
+    command: str,
+    params: dict[str, Any],
+    results: list[RunResult],
+    report: Any,
+    details: dict[str, Any] | None = None,
+) -> None:
     ok = all(result.ok for result in results)
     code = ExitCode.OK if ok else ExitCode.RUN_FAILED
     if ok and isinstance(report, dict) and not report.get("ok"):
@@ -240,6 +249,7 @@ def _exit(command: str, params: dict[str, Any], results: list[RunResult], report
                 "exit_code": int(code),
                 "runs": [result.to_dict() for result in results],
                 "report": report,
+                **(details or {}),
             }
         )
     click.get_current_context().exit(int(code))
@@ -283,6 +293,42 @@ def verify_command(**params: Any) -> None:
         if not params.get("as_json"):
             click.echo(json.dumps({"ok": report.get("ok"), "report": str(report_path)}))
     _exit("verify", params, results, report)
+
+
+@lab.command("sync")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, MAX_SEED),
+    default=None,
+    help="The sync's seed (default: a new random one); give back a seed a run printed.",
+)
+@_artifacts_option
+@playbook_options
+def sync_command(seed: int | None, **params: Any) -> None:
+    """Run a kube-router sync on every lab node: recompile with a new seed (new jump orders
+    and chain names) and reload every node's sets and rules atomically, which refills every
+    log rule's rate-limit bucket (playbooks/lab.yml with netpol_lab_resync).
+
+    Exit codes: 0 ok, 2 usage error, 3 run failed.
+    """
+    params["extra_vars"] = (
+        *(params.get("extra_vars") or ()),
+        json.dumps(
+            {"netpol_lab_resync": True, "netpol_lab_sync_seed": "" if seed is None else seed}
+        ),
+    )
+    results = _run("sync", SYNC_PLAYBOOKS, params)
+    synced = None
+    if all(result.ok for result in results) and not params.get("check"):
+        options = _lab_options(params)
+        lab_json = artifacts_dir_for(options, params.get("artifacts_dir")) / "lab" / LAB_FILE
+        try:
+            synced = read_sync_summary(lab_json)
+        except LabError as error:
+            raise usage_error(str(error)) from error
+        if not params.get("as_json"):
+            click.echo(f"seed {synced['seed']} ({lab_json})")
+    _exit("sync", params, results, None, {"sync": synced})
 
 
 @lab.command("down")

@@ -34,7 +34,7 @@ from k3s_netpol.lab.compiler import CompiledCluster, compile_cluster, compile_la
 from k3s_netpol.lab.nodes import NodeSpec, parse_node_spec
 from k3s_netpol.lab.pod import LogLimit
 from k3s_netpol.lab.sync import MAX_SEED, SyncOptions, check_seed, new_seed
-from k3s_netpol.lab.writer import stored_seed, write_compiled
+from k3s_netpol.lab.writer import read_sync_summary, stored_seed, write_compiled
 
 __all__ = [
     "BRIDGE_ADDRESS",
@@ -58,6 +58,7 @@ __all__ = [
     "netns_name",
     "new_seed",
     "parse_node_spec",
+    "read_sync_summary",
     "stored_seed",
     "veth_name",
     "write_compiled",

@@ -54,6 +54,61 @@ def _tcp_probes(probes: Sequence[Probe], keys: set[str]) -> list[dict[str, Any]]
     return document
 
 
+@dataclass(frozen=True)
+class _NodeResult:
+    compiled: CompiledLab
+    description: dict[str, Any]
+    pods: list[dict[str, Any]]
+
+
+def _sync_node(
+    cluster: Cluster,
+    node: NodeSpec,
+    nodes: Sequence[NodeSpec],
+    placed: Sequence[LabPod],
+    options: SyncOptions,
+    version: str,
+    common: Mapping[str, Any],
+    probes: Sequence[Probe],
+    placement_warnings: Sequence[str],
+) -> _NodeResult:
+    """One node's sync in the orders its seed draws, and what lab.json says about it."""
+    actionable = [pod for pod in cluster.pods if pod.ip is not None]
+    sync = NodeSync(cluster, node.name, version, actionable)
+    policies = options.order(node.name, "policies", cluster.policies)
+    local: list[LabPod] = options.order(node.name, "pods", placed)
+    result = full_policy_sync(sync, local, policies, options.effective_pod_log_limit)
+    pods = []
+    for lab_pod in placed:
+        document = lab_pod.to_dict()
+        document["chain"] = kuberouter.pod_firewall_chain(lab_pod.namespace, lab_pod.name, version)
+        document["policy_jumps"] = result.policy_jumps[lab_pod.key]
+        pods.append(document)
+    description = {
+        "name": node.name,
+        "pod_cidr": node.pod_cidr,
+        "bridge": bridge_document(node),
+        "node_ip": node.node_ip,
+        "flannel": node.flannel(nodes),
+        "policy_order": [policy.key for policy in policies],
+        "pod_order": [lab_pod.key for lab_pod in local],
+    }
+    node_lab: dict[str, Any] = {k: v for k, v in description.items() if k != "name"}
+    node_lab.update(common)
+    node_lab.update(
+        node=node.name,
+        pods=pods,
+        probes=_tcp_probes(probes, {lab_pod.key for lab_pod in placed}),
+    )
+    compiled = CompiledLab(
+        result.ipset_restore,
+        result.iptables_rules,
+        node_lab,
+        tuple(dict.fromkeys([*placement_warnings, *sync.warnings])),
+    )
+    return _NodeResult(compiled, description, pods)
+
+
 def compile_cluster(
     cluster: Cluster,
     nodes: Sequence[NodeSpec],
@@ -80,9 +135,6 @@ def compile_cluster(
     )
     version = str(options.seed) if sync_version is None else sync_version
     placed, placement_warnings = place_pods(cluster, nodes, netns_prefix)
-    warnings = list(placement_warnings)
-    # isNetPolActionable: kube-router ignores pods without an IP address.
-    actionable = [pod for pod in cluster.pods if pod.ip is not None]
     probes = expect(cluster)
     limit = options.effective_pod_log_limit
     common = {
@@ -91,70 +143,45 @@ def compile_cluster(
         "pod_log_limit": {"limit": limit.limit, "burst": limit.burst},
         "deviations": options.deviations(),
     }
-    compiled: dict[str, CompiledLab] = {}
-    node_documents: list[dict[str, Any]] = []
-    pod_documents: list[dict[str, Any]] = []
-    for node in nodes:
-        sync = NodeSync(cluster, node.name, version, actionable)
-        policies = options.order(node.name, "policies", cluster.policies)
-        local: list[LabPod] = options.order(node.name, "pods", placed[node.name])
-        result = full_policy_sync(sync, local, policies, limit)
-        node_pods = []
-        for lab_pod in placed[node.name]:
-            document = lab_pod.to_dict()
-            document["chain"] = kuberouter.pod_firewall_chain(
-                lab_pod.namespace, lab_pod.name, version
-            )
-            document["policy_jumps"] = result.policy_jumps[lab_pod.key]
-            node_pods.append(document)
-        orders = {
-            "policy_order": [policy.key for policy in policies],
-            "pod_order": [lab_pod.key for lab_pod in local],
-        }
-        description = {
-            "name": node.name,
-            "pod_cidr": node.pod_cidr,
-            "bridge": bridge_document(node),
-            "node_ip": node.node_ip,
-            "flannel": node.flannel(nodes),
-            **orders,
-        }
-        keys = {lab_pod.key for lab_pod in placed[node.name]}
-        node_lab = {
-            **common,
-            **description,
-            "node": node.name,
-            "pods": node_pods,
-            "probes": _tcp_probes(probes, keys),
-        }
-        del node_lab["name"]
-        compiled[node.name] = CompiledLab(
-            result.ipset_restore,
-            result.iptables_rules,
-            node_lab,
-            tuple(dict.fromkeys([*placement_warnings, *sync.warnings])),
+    results = {
+        node.name: _sync_node(
+            cluster,
+            node,
+            nodes,
+            placed[node.name],
+            options,
+            version,
+            common,
+            probes,
+            placement_warnings,
         )
-        node_documents.append(
-            {**description, "pods": [lab_pod.key for lab_pod in placed[node.name]]}
-        )
-        pod_documents += node_pods
-        warnings += sync.warnings
-    lab_keys = {f"{pod['namespace']}/{pod['name']}" for pod in pod_documents}
+        for node in nodes
+    }
+    pods = [pod for result in results.values() for pod in result.pods]
+    lab_keys = {f"{pod['namespace']}/{pod['name']}" for pod in pods}
     lab: dict[str, Any] = {
         **common,
-        "nodes": node_documents,
-        "pods": pod_documents,
+        "nodes": [
+            {**result.description, "pods": [lab_pod.key for lab_pod in placed[name]]}
+            for name, result in results.items()
+        ],
+        "pods": pods,
         "peers": [
             {"namespace": pod.namespace, "name": pod.name, "ip": pod.ip, "node": pod.node}
-            for pod in actionable
-            if pod.key not in lab_keys
+            for pod in cluster.pods
+            if pod.ip is not None and pod.key not in lab_keys
         ],
         "probes": _tcp_probes(probes, lab_keys),
     }
     if len(nodes) == 1:
         lab["node"] = nodes[0].name
         lab["bridge"] = bridge_document(nodes[0])
-    return CompiledCluster(compiled, lab, tuple(dict.fromkeys(warnings)))
+    warnings = [w for result in results.values() for w in result.compiled.warnings]
+    return CompiledCluster(
+        {name: result.compiled for name, result in results.items()},
+        lab,
+        tuple(dict.fromkeys(warnings)),
+    )
 
 
 def compile_lab(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from k3s_netpol.files import write_if_changed
 from k3s_netpol.lab.common import LAB_FILE, CompiledLab, LabError
@@ -28,15 +29,39 @@ def write_compiled(compiled: CompiledLab | CompiledCluster, out_dir: str | Path)
     return changed
 
 
+def _read_lab_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise LabError(f"{path}: cannot read it: {error}") from None
+
+
+def read_sync_summary(path: str | Path) -> dict[str, Any]:
+    """What a sync chose, from a cluster lab.json: the seed, each node's orders, the deviations."""
+    lab_path = Path(path)
+    document = _read_lab_json(lab_path)
+    if not isinstance(document, dict) or not isinstance(document.get("nodes"), list):
+        raise LabError(f"{lab_path}: expected the lab's description with `seed` and `nodes`")
+    return {
+        "seed": check_seed(document.get("seed")),
+        "nodes": {
+            node.get("name"): {
+                "policy_order": node.get("policy_order"),
+                "pod_order": node.get("pod_order"),
+            }
+            for node in document["nodes"]
+            if isinstance(node, dict)
+        },
+        "deviations": document.get("deviations", []),
+    }
+
+
 def stored_seed(out_dir: str | Path) -> int | None:
     """The seed of the lab.json a previous compile wrote into ``out_dir``, or None if none."""
     path = Path(out_dir) / LAB_FILE
     if not path.is_file():
         return None
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise LabError(f"{path}: cannot read the stored seed: {error}") from None
+    document = _read_lab_json(path)
     if not isinstance(document, dict) or "seed" not in document:
         return None
     try:
