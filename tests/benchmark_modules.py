@@ -12,7 +12,16 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 @cache
 def bench_logs() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_logs", BENCHMARKS / "bench_logs.py")
+    return _load("bench_logs")
+
+
+@cache
+def bench_expect() -> ModuleType:
+    return _load("bench_expect")
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from k3s_netpol.cli import main
-from k3s_netpol.cli.expect import MATRIX_MAX_PODS, parse_port
+from k3s_netpol.cli.expect import parse_port
+from k3s_netpol.probe_output import MATRIX_MAX_PODS
 
 CLUSTER = Path(__file__).parent / "data" / "netpol-cases" / "cluster.yaml"
 DENY_X_A_EXCEPT_FROM_Y = """\
@@ -173,3 +174,158 @@ def test_module_entry_point_runs_expect(policy_file: Path) -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert len(json.loads(completed.stdout)["probes"]) == 72
+
+
+K3S = Path(__file__).parent / "data" / "k3s-cluster"
+K3S_FILES = [str(K3S / name) for name in ("namespaces.yaml", "pods.yaml", "networkpolicies.yaml")]
+K3S_ARGS = [arg for path in K3S_FILES for arg in ("-f", path)]
+IGNORED = {
+    "kube-system/helm-install-traefik-crd-9hx5c": "phase Succeeded: finished",
+    "kube-system/helm-install-traefik-2pqvd": "phase Succeeded: finished",
+    "monitoring/node-exporter-4tq9d": "hostNetwork",
+    "monitoring/node-exporter-x7b2k": "hostNetwork",
+    "shop/db-migrate-29386552-8fwhx": "phase Failed: finished",
+    "analytics/worker-5c6d7e8f9-p9r7s": "phase Pending, no podIP yet",
+}
+
+
+def test_indent_is_for_people_and_compact_is_the_default(policy_file: Path) -> None:
+    args = ["-f", str(CLUSTER), "-f", str(policy_file), "--port", "80", "-o", "json"]
+    _, compact, _ = run(*args)
+    code, indented, _ = run(*args, "--indent", "2")
+    assert code == 0
+    assert indented == json.dumps(json.loads(compact), indent=2) + "\n"
+    assert compact == json.dumps(json.loads(compact), separators=(",", ":")) + "\n"
+
+
+def test_indent_needs_json_output(policy_file: Path) -> None:
+    code, _, err = run("-f", str(CLUSTER), "--indent", "2", "-o", "summary")
+    assert code == 2
+    assert "--indent applies to -o json only" in err
+
+
+def test_summary_output_counts_per_namespace_pair_and_names_the_policies(
+    policy_file: Path,
+) -> None:
+    code, out, _ = run("-f", str(CLUSTER), "-f", str(policy_file), "--port", "80", "-o", "summary")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["FROM", "TO", "PORT", "ALLOWED", "BLOCKED", "DECIDED", "BY"]
+    assert lines[-1] == "72 probes over 9 pods: 67 allowed, 5 blocked"
+    rows = {tuple(line.split()[:3]): line for line in lines[1:-1]}
+    assert rows["y", "x", "80/TCP"].split()[3:] == [
+        "9",
+        "0",
+        "allowed",
+        "by",
+        "ingress",
+        "x/a-from-y;",
+        "no",
+        "policy",
+        "(6)",
+    ]
+    assert rows["x", "x", "80/TCP"].split()[3:5] == ["4", "2"]
+    assert rows["x", "x", "80/TCP"].endswith("| blocked by ingress x/a-from-y")
+
+
+def test_a_k3s_snapshot_leaves_out_the_pods_kube_router_ignores() -> None:
+    code, out, err = run(*K3S_ARGS, "-o", "json")
+    assert code == 0
+    probes = json.loads(out)["probes"]
+    endpoints = {p["from"] for p in probes} | {p["to"] for p in probes}
+    assert len(endpoints) == 11
+    assert not endpoints & set(IGNORED)
+    assert "note: 6 pod(s) ignored as kube-router does" in err
+    for key, reason in IGNORED.items():
+        assert f"{key} ({reason}" in err
+    assert (
+        "warning: pod analytics/worker-5c6d7e8f9-p9r7s has no IP, so no ipBlock matches it; "
+        "the ipBlock peers of shop/allow-scrape-from-nodes-and-prometheus could match it"
+    ) in err
+
+    def verdict(source: str, destination: str, port: int, protocol: str = "TCP") -> bool:
+        (found,) = [
+            p["allowed"]
+            for p in probes
+            if (p["from"], p["to"], p["port"], p["protocol"])
+            == (source, destination, port, protocol)
+        ]
+        return bool(found)
+
+    # DNS from the locked-down namespace, nothing else out of it
+    assert verdict("shop/backend-7b9f6c5d4-qx8vn", "kube-system/coredns-ccb96694c-7xq2m", 53, "UDP")
+    assert not verdict(
+        "shop/backend-7b9f6c5d4-qx8vn", "kube-system/metrics-server-5985cbc9d7-ds2rb", 10250
+    )
+    assert verdict("shop/frontend-6f7c8d9b5-2kzpl", "shop/postgres-0", 5432)
+    # traefik reaches the frontend's named port; svclb pods are ordinary pods (hostPort)
+    assert verdict("kube-system/traefik-5d45fc8cc9-lw7tj", "shop/frontend-6f7c8d9b5-2kzpl", 8080)
+    assert not verdict(
+        "kube-system/svclb-traefik-8a1f29c3-hq6zt", "shop/frontend-6f7c8d9b5-2kzpl", 8080
+    )
+    assert not verdict(
+        "shop/frontend-6f7c8d9b5-2kzpl", "kube-system/svclb-traefik-8a1f29c3-5mf2r", 80
+    )
+    # metrics: Prometheus may scrape; the hostNetwork node exporters are not sources at all
+    assert verdict("monitoring/prometheus-0", "shop/backend-7b9f6c5d4-qx8vn", 9100)
+    assert not verdict("monitoring/prometheus-0", "shop/backend-7b9f6c5d4-qx8vn", 8080)
+    # `egress: []` without policyTypes isolates ingress only
+    assert verdict(
+        "analytics/worker-5c6d7e8f9-h2j4k", "kube-system/coredns-ccb96694c-7xq2m", 53, "UDP"
+    )
+    assert verdict("analytics/worker-5c6d7e8f9-h2j4k", "monitoring/prometheus-0", 9090)
+    assert not verdict("monitoring/prometheus-0", "analytics/worker-5c6d7e8f9-h2j4k", 8080)
+
+
+def test_a_k3s_snapshot_table_lists_the_ignored_pods_and_why() -> None:
+    code, out, _ = run(*K3S_ARGS, "--port", "80")
+    assert code == 0
+    assert "Pods kube-router ignores: not probed, selected or matched by any policy" in out
+    ignored_rows = {
+        cells[0]: cells[1]
+        for line in out.splitlines()
+        if (cells := [cell.strip() for cell in line.split("│")[1:-1]]) and cells[0] in IGNORED
+    }
+    assert set(ignored_rows) == set(IGNORED)
+    for key, reason in IGNORED.items():
+        assert ignored_rows[key].startswith(reason)
+    assert "110 probes over 11 pods" in out
+
+
+def test_a_k3s_snapshot_summary() -> None:
+    code, out, _ = run(*K3S_ARGS, "-o", "summary")
+    assert code == 0
+    rows = {tuple(line.split()[:3]): line for line in out.splitlines()}
+    assert rows["shop", "kube-system", "53/UDP"].split()[3:] == [
+        "3",
+        "0",
+        "allowed",
+        "by",
+        "egress",
+        "shop/allow-dns",
+    ]
+    assert rows["monitoring", "shop", "9100/TCP"].split()[3:] == [
+        "1",
+        "0",
+        "allowed",
+        "by",
+        "ingress",
+        "shop/allow-scrape-from-nodes-and-prometheus",
+    ]
+    assert rows["kube-system", "analytics", "8080/TCP"].split()[3:] == [
+        "0",
+        "6",
+        "blocked",
+        "by",
+        "ingress",
+        "analytics/deny-all",
+    ]
+    assert rows["analytics", "kube-system", "53/UDP"].split()[3:] == [
+        "1",
+        "0",
+        "allowed",
+        "by",
+        "no",
+        "policy",
+        "(1)",
+    ]

@@ -653,7 +653,19 @@ def _random_cluster(seed: int) -> Cluster:
     for i in range(12):
         labels = {key: rng.choice(values) for key in ("app", "tier") if rng.random() < 0.8}
         ports = [{"name": "web", "containerPort": rng.choice([80, 81])}]
-        documents.append(pod(f"n{i % 3}/p{i}", f"10.0.0.{i + 1}", labels, ports))
+        document = pod(f"n{i % 3}/p{i}", f"10.0.0.{i + 1}", labels, ports)
+        kind = rng.random()
+        if kind < 0.08:
+            document["spec"]["hostNetwork"] = True
+        elif kind < 0.16:
+            document["status"]["phase"] = rng.choice(["Succeeded", "Failed"])
+        elif kind < 0.22:
+            document["status"] = {"phase": "Pending"}
+        elif kind < 0.28:
+            del document["status"]  # a manifest not run yet: no IP, still in the model
+        else:
+            document["status"]["phase"] = "Running"
+        documents.append(document)
 
     def selector() -> dict[str, Any]:
         choice = rng.random()
@@ -693,7 +705,9 @@ def _random_cluster(seed: int) -> Cluster:
     for j in range(6):
         spec: dict[str, Any] = {"podSelector": selector(), "ingress": rules("from")}
         if rng.random() < 0.5:
-            spec["egress"] = rules("to")
+            spec["egress"] = rules("to")  # sometimes [], which defaults to Ingress only
+        if rng.random() < 0.3:
+            spec["policyTypes"] = rng.choice([["Ingress"], ["Egress"], ["Ingress", "Egress"]])
         documents.append(policy(f"n{j % 3}/q{j}", spec))
     return cluster_from_documents(documents, f"random-{seed}")
 

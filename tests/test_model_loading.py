@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
+import yaml
+from benchmark_modules import bench_expect
 
 from k3s_netpol.model import (
     NAMESPACE_NAME_LABEL,
+    Cluster,
     ContainerPort,
     ManifestError,
+    _YamlLoader,
     cluster_from_documents,
+    expand_documents,
     expect,
     load_manifests,
 )
@@ -285,3 +291,134 @@ def test_missing_file_and_no_file(tmp_path: Path) -> None:
         load_manifests([tmp_path / "nothere.yaml"])
     with pytest.raises(ManifestError, match="no manifest file given"):
         load_manifests([])
+
+
+K3S = Path(__file__).parent / "data" / "k3s-cluster"
+
+
+def test_a_kubectl_json_list_loads_like_its_yaml(tmp_path: Path) -> None:
+    files = ("namespaces.yaml", "pods.yaml", "networkpolicies.yaml")
+    as_json = []
+    for name in files:
+        path = tmp_path / name.replace(".yaml", ".json")
+        document = yaml.safe_load((K3S / name).read_text(encoding="utf-8"))
+        path.write_text(json.dumps(document, indent=4), encoding="utf-8")
+        as_json.append(path)
+    from_yaml = load_manifests([K3S / name for name in files])
+    from_json = load_manifests(as_json)
+    assert from_json == from_yaml
+    assert len(from_json.pods) == 11
+    assert len(from_json.ignored) == 6
+
+
+def test_json_with_a_duplicate_key_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "pods.json"
+    path.write_text('{"kind": "Pod", "kind": "Pod", "metadata": {"name": "a"}}', encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"pods.json: malformed JSON: duplicate key 'kind'"):
+        load_manifests([path])
+
+
+def test_a_yaml_flow_mapping_is_still_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "pod.yaml"
+    path.write_text("{kind: Pod, metadata: {name: a, namespace: x}}\n", encoding="utf-8")
+    assert [pod.key for pod in load_manifests([path]).pods] == ["x/a"]
+
+
+DATA = Path(__file__).parent / "data"
+YAML_FILES = sorted(
+    [*DATA.glob("netpol-cases/**/*.yaml"), *DATA.glob("k3s-cluster/*.yaml")],
+    key=str,
+)
+
+
+def full_load(path: Path) -> Cluster:
+    """The cluster through yaml.load_all, constructing every node."""
+    text = path.read_text(encoding="utf-8")
+    documents = list(yaml.load_all(text, Loader=_YamlLoader))
+    items = [
+        item
+        for number, document in enumerate(documents, start=1)
+        if document is not None
+        for _, item in expand_documents(document, f"document {number}", str(path))
+    ]
+    return cluster_from_documents(items, str(path))
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=[path.name for path in YAML_FILES])
+def test_the_selective_reader_gives_the_full_loaders_cluster(path: Path) -> None:
+    assert load_manifests([path]) == full_load(path)
+
+
+def test_the_selective_reader_on_a_benchmark_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / "snapshot.yaml"
+    path.write_text(yaml.safe_dump(bench_expect().generate(120, 30)), encoding="utf-8")
+    cluster = load_manifests([path])
+    assert cluster == full_load(path)
+    assert len(cluster.pods) > 100
+    assert {pod.ignored_reason for pod in cluster.ignored} >= {
+        "phase Succeeded: finished",
+        "hostNetwork: NetworkPolicy does not apply to the node's network",
+    }
+
+
+FEATURES = {
+    "alias": """\
+kind: Pod
+metadata: {name: p, namespace: ns, annotations: &labels {app: web}, labels: *labels}
+status: {podIP: 10.0.0.1}
+""",
+    "merge key": """\
+kind: Pod
+metadata:
+  name: p
+  namespace: ns
+  labels:
+    <<: {app: web}
+    tier: db
+status: {podIP: 10.0.0.2, phase: Running}
+""",
+    "explicit tag": """\
+kind: Pod
+metadata: {name: p, namespace: ns, labels: {app: !!str web, tier: db}}
+status: {podIP: 10.0.0.2, phase: Running}
+""",
+    "spec before kind": """\
+spec:
+  hostNetwork: yes
+  containers: [{name: c, ports: [{containerPort: 0x50, protocol: UDP}]}]
+kind: Pod
+metadata: {name: p, namespace: ns, labels: {app: web}}
+status: {podIP: 10.0.0.3, phase: Running, conditions: [{type: Ready, status: "True"}]}
+""",
+}
+
+
+@pytest.mark.parametrize("feature", FEATURES)
+def test_yaml_features_kubectl_never_prints_read_as_the_full_loader_reads_them(
+    tmp_path: Path, feature: str
+) -> None:
+    path = tmp_path / "features.yaml"
+    path.write_text(FEATURES[feature], encoding="utf-8")
+    cluster = load_manifests([path])
+    assert cluster == full_load(path)
+    assert cluster.pod("ns/p").labels["app"] == "web"
+    if feature == "spec before kind":
+        assert cluster.pod("ns/p").ignored_reason is not None  # hostNetwork: yes
+        assert cluster.pod("ns/p").ports[0].port == 80
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "kind: Pod\nmetadata: {name: a, name: b}\n",
+        "kind: Pod\nmetadata: {name: a}\nstatus:\n  conditions: []\n  conditions: []\n",
+        "kind: Pod\nmetadata: {name: a}\nstatus: {}\nstatus: {}\n",
+    ],
+)
+def test_duplicate_keys_are_refused_where_the_model_reads(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(
+        ManifestError, match=r"dup\.yaml: malformed YAML: line \d+, column \d+: duplicate key"
+    ):
+        load_manifests([path])

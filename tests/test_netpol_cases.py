@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from k3s_netpol.model import cluster_from_documents, expect
+from k3s_netpol.model import Cluster, cluster_from_documents, expect
 
 CASES_DIR = Path(__file__).parent / "data" / "netpol-cases"
 CASE_FILES = sorted((CASES_DIR / "cases").glob("*.yaml"))
@@ -37,12 +37,17 @@ def test_the_case_catalog_is_present() -> None:
     assert len(CASE_FILES) >= 30
 
 
-@pytest.mark.parametrize("case_file", CASE_FILES, ids=[path.stem for path in CASE_FILES])
-def test_upstream_case(case_file: Path) -> None:
+def load_case(case_file: Path) -> tuple[dict[str, Any], Cluster]:
+    """A case and the cluster it runs on: the shared pods with its changes and policies."""
     case = yaml.safe_load(case_file.read_text(encoding="utf-8"))
     documents = copy.deepcopy(_cluster_documents())
     _apply_changes(documents, case.get("cluster_changes") or [])
-    cluster = cluster_from_documents([*documents, *case["policies"]], case_file.name)
+    return case, cluster_from_documents([*documents, *case["policies"]], case_file.name)
+
+
+@pytest.mark.parametrize("case_file", CASE_FILES, ids=[path.stem for path in CASE_FILES])
+def test_upstream_case(case_file: Path) -> None:
+    case, cluster = load_case(case_file)
     all_pods = [pod.key for pod in cluster.pods]
     for probe_set in case["probes"]:
         port, protocol = probe_set["port"], probe_set["protocol"]

@@ -16,6 +16,7 @@ them, and they are not probe endpoints.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -183,7 +184,7 @@ def load_manifests(paths: Sequence[str | Path]) -> Cluster:
             raise ManifestError(f"{label}: no such file") from None
         except (OSError, UnicodeDecodeError) as error:
             raise ManifestError(f"{label}: cannot read: {error}") from None
-        documents.extend(_parse_yaml(text, label))
+        documents.extend(_parse_json(text, label) or _parse_yaml(text, label))
     builder = _ClusterBuilder()
     for where, document, source in documents:
         builder.add(document, f"{source}: {where}")
@@ -201,9 +202,41 @@ def cluster_from_documents(documents: Iterable[Mapping[str, Any]], source: str) 
     return builder.build()
 
 
+class _DuplicateJsonKey(ValueError):
+    pass
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise _DuplicateJsonKey(f"duplicate key {key!r}")
+        mapping[key] = value
+    return mapping
+
+
+def _parse_json(text: str, source: str) -> list[tuple[str, Mapping[str, Any], str]]:
+    """A JSON document (`kubectl get -o json`), parsed far faster than YAML; [] for any other
+    text, which the YAML parser then reads (a YAML flow mapping starts with "{" too)."""
+    if not text.lstrip().startswith("{"):
+        return []
+    try:
+        document = json.loads(text, object_pairs_hook=_json_object)
+    except json.JSONDecodeError:
+        return []
+    except _DuplicateJsonKey as error:
+        raise ManifestError(f"{source}: malformed JSON: {error}") from None
+    return [
+        (where, item, source) for where, item in expand_documents(document, "document 1", source)
+    ]
+
+
 def _parse_yaml(text: str, source: str) -> list[tuple[str, Mapping[str, Any], str]]:
     try:
-        raw_documents = list(yaml.load_all(text, Loader=_YamlLoader))
+        try:
+            raw_documents = _SelectiveYamlReader(text).documents()
+        except _NotPlainYaml:
+            raw_documents = list(yaml.load_all(text, Loader=_YamlLoader))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         problem = getattr(error, "problem", None) or str(error)
@@ -216,6 +249,116 @@ def _parse_yaml(text: str, source: str) -> list[tuple[str, Mapping[str, Any], st
         for where, item in expand_documents(document, f"document {number}", source):
             result.append((where, item, source))
     return result
+
+
+class _NotPlainYaml(Exception):
+    """The text uses a YAML feature the selective reader leaves to the full loader."""
+
+
+# What _SelectiveYamlReader builds of an object: a mapping of key -> what to build of its value
+# ("*" for other keys), ("each", what) for each item of a list, None for all of it, _SKIP for none.
+_SKIP = "skip"
+_Wanted = Any
+_CONTAINER: dict[str, _Wanted] = {"name": None, "ports": None, "*": _SKIP}
+_POD_SPEC: dict[str, _Wanted] = {
+    "containers": ("each", _CONTAINER),
+    "hostNetwork": None,
+    "nodeName": None,
+    "*": _SKIP,
+}
+_OBJECT: dict[str, _Wanted] = {
+    "metadata": {"name": None, "namespace": None, "labels": None, "annotations": None, "*": _SKIP},
+    "status": {"podIP": None, "phase": None, "*": _SKIP},
+    "*": None,
+}
+_OBJECT["items"] = ("each", _OBJECT)
+
+
+class _SelectiveYamlReader:
+    """Plain YAML (what kubectl prints) read event by event, building only what the model
+    reads of each object (_OBJECT; a Pod's spec only when `kind: Pod` comes first, as kubectl
+    writes it): a big snapshot's conditions, container statuses, volumes and env are parsed
+    but never constructed, which makes it several times faster than yaml.load_all.
+    Scalars are resolved and constructed as the safe loader does; duplicate keys are refused
+    as _YamlLoader refuses them. Anchors, aliases, explicit tags, merge keys and complex keys
+    raise _NotPlainYaml: the full loader reads those."""
+
+    def __init__(self, text: str) -> None:
+        self.loader = _YamlLoader(text)
+
+    def documents(self) -> list[Any]:
+        loader = self.loader
+        documents = []
+        try:
+            loader.get_event()  # StreamStartEvent
+            while not loader.check_event(yaml.StreamEndEvent):
+                loader.get_event()  # DocumentStartEvent
+                documents.append(self._value(_OBJECT))
+                loader.get_event()  # DocumentEndEvent
+        finally:
+            loader.dispose()
+        return documents
+
+    def _value(self, wanted: _Wanted) -> Any:
+        event = self.loader.get_event()
+        if isinstance(event, yaml.ScalarEvent):
+            return self._scalar(event)
+        if isinstance(event, yaml.AliasEvent) or event.anchor is not None or not event.implicit:
+            raise _NotPlainYaml
+        if isinstance(event, yaml.SequenceStartEvent):
+            each = wanted[1] if isinstance(wanted, tuple) else None
+            items = []
+            while not self.loader.check_event(yaml.SequenceEndEvent):
+                items.append(self._value(each))
+            self.loader.get_event()
+            return items
+        mapping: dict[Any, Any] = {}
+        seen: set[Any] = set()
+        while not self.loader.check_event(yaml.MappingEndEvent):
+            key_event = self.loader.get_event()
+            if not isinstance(key_event, yaml.ScalarEvent):
+                raise _NotPlainYaml
+            key = self._scalar(key_event)
+            if key in seen:
+                mark: Any = key_event.start_mark  # the C parser's Mark, not yaml.error.Mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key_event.value!r}", mark
+                )
+            seen.add(key)
+            below: _Wanted
+            if not isinstance(wanted, dict):
+                below = None
+            elif key == "spec" and wanted is _OBJECT:
+                below = _POD_SPEC if mapping.get("kind") == "Pod" else None
+            else:
+                below = wanted.get(key, wanted.get("*"))
+            if below == _SKIP:
+                self._skip()
+            else:
+                mapping[key] = self._value(below)
+        self.loader.get_event()
+        return mapping
+
+    def _scalar(self, event: Any) -> Any:
+        if event.anchor is not None or event.tag not in (None, "!"):
+            raise _NotPlainYaml
+        tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        construct = self.loader.yaml_constructors.get(tag)
+        if construct is None:  # a merge key `<<`
+            raise _NotPlainYaml
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        return construct(self.loader, node)
+
+    def _skip(self) -> None:
+        depth = 0
+        while True:
+            event = self.loader.get_event()
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+            if depth == 0:
+                return
 
 
 def expand_documents(document: Any, where: str, source: str) -> list[tuple[str, Mapping[str, Any]]]:
@@ -616,13 +759,19 @@ def peer_matches(
 
 
 def _ip_in_block(address: IPAddress, block: Mapping[str, Any]) -> bool:
+    return _address_in_networks(address, *_block_networks(block))
+
+
+def _block_networks(block: Mapping[str, Any]) -> tuple[IPNetwork, list[IPNetwork]]:
+    """An ipBlock's cidr and except networks."""
     cidr = ipaddress.ip_network(block["cidr"], strict=False)
+    return cidr, [ipaddress.ip_network(value, strict=False) for value in block.get("except") or ()]
+
+
+def _address_in_networks(address: IPAddress, cidr: IPNetwork, excepted: list[IPNetwork]) -> bool:
     if address.version != cidr.version or address not in cidr:
         return False
-    for value in block.get("except") or ():
-        if address in ipaddress.ip_network(value, strict=False):
-            return False
-    return True
+    return not any(address in network for network in excepted)
 
 
 def ports_match(
@@ -884,9 +1033,10 @@ class ClusterIndex:
     def _peer_mask(self, policy: NetworkPolicy, peer: Mapping[str, Any]) -> int:
         block = peer.get("ipBlock")
         if block is not None:
+            cidr, excepted = _block_networks(block)
             mask = 0
             for index, address in enumerate(self.addresses):
-                if address is not None and _ip_in_block(address, block):
+                if address is not None and _address_in_networks(address, cidr, excepted):
                     mask |= 1 << index
             return mask
         namespace_selector = peer.get("namespaceSelector")

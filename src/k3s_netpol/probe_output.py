@@ -1,6 +1,7 @@
-"""`expect`'s answers at any size: the probe document streamed, and a per-namespace summary.
+"""`expect`'s answers at any size: the probe document streamed, a per-namespace summary, and
+the tables (a matrix per port for small clusters, counts per destination past that).
 
-Both read `model.probe_columns` (one destination and port, every source's verdict as a
+All read `model.probe_columns` (one destination and port, every source's verdict as a
 bitmask) and never hold one object per probe: the JSON writer emits one source's row at a time
 from pieces the json module encoded once per pod and per column, so memory grows with the
 number of pods, not with pods squared.
@@ -11,10 +12,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from k3s_netpol.model import Cluster, ClusterIndex, ProbeColumn
 
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
+
+MATRIX_MAX_PODS = 40  # past this many pods, the table counts per destination
 _SOURCE_MARK = "\x00"  # never in a pod key (DNS names)
 _ENCODED_SOURCE_MARK = json.dumps(_SOURCE_MARK)
 
@@ -25,6 +31,7 @@ def write_probes_json(
     """Write `{"probes": [{"from", "to", "port", "protocol", "allowed"}, ...]}` and a newline,
     exactly as `json.dumps(document, separators=(",", ":"))` (indent None) or
     `json.dumps(document, indent=indent)` would: source by source, then destination, then port.
+    `columns` come as probe_columns yields them, destination by destination.
     """
     columns = list(columns)
     if indent is None:
@@ -64,7 +71,12 @@ def write_probes_json(
     # Columns come destination by destination: a source skips its own, which are contiguous.
     own: dict[int, tuple[int, int]] = {}
     for position, column in enumerate(columns):
-        own[column.destination] = (own.get(column.destination, (position, 0))[0], position + 1)
+        first, end = own.get(column.destination, (position, position))
+        if end != position:
+            raise ValueError(
+                "columns must come destination by destination, as probe_columns yields"
+            )
+        own[column.destination] = (first, position + 1)
     stream.write("{" + outer + '"probes"' + separators[1] + "[")
     separator = item_start
     for source, source_key in enumerate(pod_keys):
@@ -85,7 +97,8 @@ class NamespaceSummary:
     """The probes from one namespace to another on one port: counts, and the policies that
     decide them, as (direction, policy key): `allowed_by` holds the policies with a rule that
     admits some allowed probe, `blocked_by` those selecting a side that blocks some probe (the
-    side's `selecting` in decide(), where no rule admits)."""
+    side's `selecting` in decide(), where no rule admits); `unpoliced` counts the allowed
+    probes no policy selects on either side."""
 
     source: str
     destination: str
@@ -93,6 +106,7 @@ class NamespaceSummary:
     protocol: str
     allowed: int = 0
     blocked: int = 0
+    unpoliced: int = 0
     allowed_by: set[tuple[str, str]] = field(default_factory=set)
     blocked_by: set[tuple[str, str]] = field(default_factory=set)
 
@@ -116,15 +130,19 @@ def summarize(index: ClusterIndex, columns: Iterable[ProbeColumn]) -> list[Names
             blocked = sources & ~allowed
             group.allowed += allowed.bit_count()
             group.blocked += blocked.bit_count()
+            if allowed and not index.ingress_isolated >> column.destination & 1:
+                group.unpoliced += (allowed & ~index.egress_isolated).bit_count()
             if allowed:
-                for direction, rules, by in (
-                    ("ingress", column.ingress_rules, "peers"),
-                    ("egress", column.egress_rules, "selected"),
-                ):
-                    for rule in rules:
-                        reason = (direction, rule.policy)
-                        if reason not in group.allowed_by and getattr(rule, by) & allowed:
-                            group.allowed_by.add(reason)
+                group.allowed_by.update(
+                    ("ingress", rule.policy)
+                    for rule in column.ingress_rules
+                    if rule.peers & allowed
+                )
+                group.allowed_by.update(
+                    ("egress", rule.policy)
+                    for rule in column.egress_rules
+                    if rule.selected & allowed
+                )
             if blocked & ~column.by_ingress:
                 group.blocked_by.update(
                     ("ingress", policy) for policy in index.ingress_selecting_of[column.destination]
@@ -158,7 +176,10 @@ def render_summary(cluster: Cluster, summaries: Sequence[NamespaceSummary]) -> l
     for summary in summaries:
         decided = []
         if summary.allowed:
-            decided.append(f"allowed by {policies(summary.allowed_by) or 'no policy'}")
+            allowing = [policies(summary.allowed_by)] if summary.allowed_by else []
+            if summary.unpoliced:
+                allowing.append(f"no policy ({summary.unpoliced})")
+            decided.append(f"allowed by {'; '.join(allowing)}")
         if summary.blocked:
             decided.append(f"blocked by {policies(summary.blocked_by)}")
         rows.append(
@@ -186,3 +207,87 @@ def render_summary(cluster: Cluster, summaries: Sequence[NamespaceSummary]) -> l
         f"{allowed} allowed, {blocked} blocked"
     )
     return lines
+
+
+def render_tables(cluster: Cluster, columns: Sequence[ProbeColumn]) -> list[Table | Text]:
+    """One source x destination matrix per port (`.` allowed, `X` blocked), or, past
+    MATRIX_MAX_PODS pods, one row per destination and port with the counts; then a summary
+    line and the pods kube-router ignores."""
+    from rich.text import Text
+
+    pod_keys = [pod.key for pod in cluster.pods]
+    by_port: dict[tuple[int, str], dict[int, ProbeColumn]] = {}
+    for column in columns:
+        by_port.setdefault((column.port, column.protocol), {})[column.destination] = column
+    renderables: list[Table | Text] = []
+    for (port, protocol), port_columns in sorted(by_port.items()):
+        if len(pod_keys) <= MATRIX_MAX_PODS:
+            heading = f"{port}/{protocol}: each row connects to each column (. allowed, X blocked)"
+            renderables.append(Text(heading, style="bold"))
+            renderables.append(_matrix(pod_keys, port_columns))
+        else:
+            renderables.append(Text(f"{port}/{protocol}: sources per destination", style="bold"))
+            renderables.append(_per_destination(pod_keys, port_columns))
+    probes = len(columns) * max(len(pod_keys) - 1, 0)
+    allowed = sum(column.allowed_from.bit_count() for column in columns)
+    summary = Text(
+        f"{probes} probes over {len(pod_keys)} pods: {allowed} allowed, {probes - allowed} blocked"
+    )
+    if not columns:
+        summary.append(" (no pod declares a containerPort: pass --port)")
+    renderables.append(summary)
+    if cluster.ignored:
+        renderables.append(_ignored(cluster))
+    return renderables
+
+
+def _matrix(pod_keys: Sequence[str], columns: dict[int, ProbeColumn]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table()
+    table.add_column("from \\ to", no_wrap=True)
+    for number in range(1, len(pod_keys) + 1):
+        table.add_column(str(number), justify="center", no_wrap=True)
+    for row, source in enumerate(pod_keys):
+        cells: list[Text | str] = [f"{row + 1:>2} {source}"]
+        for destination in range(len(pod_keys)):
+            column = columns.get(destination)
+            if source == pod_keys[destination]:
+                cells.append(Text("-", style="dim"))
+            elif column is None:
+                cells.append("")
+            elif column.allowed_from >> row & 1:
+                cells.append(Text(".", style="green"))
+            else:
+                cells.append(Text("X", style="bold red"))
+        table.add_row(*cells)
+    return table
+
+
+def _per_destination(pod_keys: Sequence[str], columns: dict[int, ProbeColumn]) -> Table:
+    from rich.table import Table
+
+    table = Table()
+    for heading in ("to", "allowed from", "blocked from"):
+        table.add_column(heading, justify="left" if heading == "to" else "right", no_wrap=True)
+    for destination, key in enumerate(pod_keys):
+        column = columns.get(destination)
+        if column is not None:
+            allowed = column.allowed_from.bit_count()
+            table.add_row(key, str(allowed), str(len(pod_keys) - 1 - allowed))
+    return table
+
+
+def _ignored(cluster: Cluster) -> Table:
+    from rich.table import Table
+
+    table = Table(
+        title="Pods kube-router ignores: not probed, selected or matched by any policy",
+        title_justify="left",
+    )
+    table.add_column("pod", no_wrap=True)
+    table.add_column("why")
+    for pod in cluster.ignored:
+        table.add_row(pod.key, pod.ignored_reason)
+    return table

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import click
 
@@ -15,17 +14,19 @@ from k3s_netpol.model import (
     Cluster,
     ClusterIndex,
     ManifestError,
-    ProbeColumn,
     load_manifests,
     probe_columns,
     unaddressed_pods_near_ip_blocks,
 )
+from k3s_netpol.probe_output import (
+    MATRIX_MAX_PODS,
+    render_summary,
+    render_tables,
+    summarize,
+    write_probes_json,
+)
 
-if TYPE_CHECKING:
-    from rich.table import Table
-    from rich.text import Text
-
-MATRIX_MAX_PODS = 40
+_NAMED_IGNORED_PODS = 10
 _PORT_ARGUMENT = re.compile(r"^(\d+)(?:/([A-Za-z]+))?$")
 
 
@@ -118,13 +119,9 @@ def expect_command(
     index = ClusterIndex(cluster)
     columns = probe_columns(index, ports)
     if output == "json":
-        from k3s_netpol.probe_output import write_probes_json
-
         write_probes_json(sys.stdout, [pod.key for pod in cluster.pods], columns, indent)
         return
     if output == "summary":
-        from k3s_netpol.probe_output import render_summary, summarize
-
         click.echo("\n".join(render_summary(cluster, summarize(index, columns))))
         return
     from rich.console import Console
@@ -140,9 +137,13 @@ def _warn(cluster: Cluster, *, listing_ignored: bool) -> None:
     """Name, on standard error, the ignored pods (unless a table lists them) and the pods
     without an IP that an ipBlock could match."""
     if listing_ignored and cluster.ignored:
-        names = ", ".join(f"{pod.key} ({pod.ignored_reason})" for pod in cluster.ignored)
+        names = [f"{pod.key} ({pod.ignored_reason})" for pod in cluster.ignored]
+        if len(names) > _NAMED_IGNORED_PODS:
+            rest = len(names) - _NAMED_IGNORED_PODS
+            names[_NAMED_IGNORED_PODS:] = [f"and {rest} more (-o table lists them all)"]
         click.echo(
-            f"note: {len(cluster.ignored)} pod(s) ignored as kube-router does: {names}", err=True
+            f"note: {len(cluster.ignored)} pod(s) ignored as kube-router does: " + ", ".join(names),
+            err=True,
         )
     for pod, policies in unaddressed_pods_near_ip_blocks(cluster):
         click.echo(
@@ -150,87 +151,3 @@ def _warn(cluster: Cluster, *, listing_ignored: bool) -> None:
             f"{', '.join(policies)} could match it once it has one",
             err=True,
         )
-
-
-def render_tables(cluster: Cluster, columns: Sequence[ProbeColumn]) -> list[Table | Text]:
-    """One source x destination matrix per port (`.` allowed, `X` blocked), or, past
-    MATRIX_MAX_PODS pods, one row per destination and port with the counts; then a summary
-    line and the pods kube-router ignores."""
-    from rich.text import Text
-
-    pod_keys = [pod.key for pod in cluster.pods]
-    by_port: dict[tuple[int, str], dict[int, ProbeColumn]] = {}
-    for column in columns:
-        by_port.setdefault((column.port, column.protocol), {})[column.destination] = column
-    renderables: list[Table | Text] = []
-    for (port, protocol), port_columns in sorted(by_port.items()):
-        if len(pod_keys) <= MATRIX_MAX_PODS:
-            heading = f"{port}/{protocol}: each row connects to each column (. allowed, X blocked)"
-            renderables.append(Text(heading, style="bold"))
-            renderables.append(_matrix(pod_keys, port_columns))
-        else:
-            renderables.append(Text(f"{port}/{protocol}: sources per destination", style="bold"))
-            renderables.append(_per_destination(pod_keys, port_columns))
-    probes = len(columns) * max(len(pod_keys) - 1, 0)
-    allowed = sum(column.allowed_from.bit_count() for column in columns)
-    summary = Text(
-        f"{probes} probes over {len(pod_keys)} pods: {allowed} allowed, {probes - allowed} blocked"
-    )
-    if not columns:
-        summary.append(" (no pod declares a containerPort: pass --port)")
-    renderables.append(summary)
-    if cluster.ignored:
-        renderables.append(_ignored(cluster))
-    return renderables
-
-
-def _matrix(pod_keys: Sequence[str], columns: dict[int, ProbeColumn]) -> Table:
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table()
-    table.add_column("from \\ to", no_wrap=True)
-    for number in range(1, len(pod_keys) + 1):
-        table.add_column(str(number), justify="center", no_wrap=True)
-    for row, source in enumerate(pod_keys):
-        cells: list[Text | str] = [f"{row + 1:>2} {source}"]
-        for destination in range(len(pod_keys)):
-            column = columns.get(destination)
-            if source == pod_keys[destination]:
-                cells.append(Text("-", style="dim"))
-            elif column is None:
-                cells.append("")
-            elif column.allowed_from >> row & 1:
-                cells.append(Text(".", style="green"))
-            else:
-                cells.append(Text("X", style="bold red"))
-        table.add_row(*cells)
-    return table
-
-
-def _per_destination(pod_keys: Sequence[str], columns: dict[int, ProbeColumn]) -> Table:
-    from rich.table import Table
-
-    table = Table()
-    for heading in ("to", "allowed from", "blocked from"):
-        table.add_column(heading, justify="left" if heading == "to" else "right", no_wrap=True)
-    for destination, key in enumerate(pod_keys):
-        column = columns.get(destination)
-        if column is not None:
-            allowed = column.allowed_from.bit_count()
-            table.add_row(key, str(allowed), str(len(pod_keys) - 1 - allowed))
-    return table
-
-
-def _ignored(cluster: Cluster) -> Table:
-    from rich.table import Table
-
-    table = Table(
-        title="Pods kube-router ignores: not probed, selected or matched by any policy",
-        title_justify="left",
-    )
-    table.add_column("pod", no_wrap=True)
-    table.add_column("why")
-    for pod in cluster.ignored:
-        table.add_row(pod.key, pod.ignored_reason)
-    return table
