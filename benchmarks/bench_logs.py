@@ -58,6 +58,35 @@ def _line(
     return f"{stamp} {node} {prefix} {interfaces} {MAC} {ip} {tail}\n"
 
 
+def _packet(
+    fields: tuple[str, str, str, str, str, str, int, int],
+    prefixes: tuple[str, ...],
+    ip_id: int,
+    seq: int,
+    mark: str,
+) -> list[str]:
+    """The lines one packet leaves, one per prefix; fields: stamp, node, interfaces, source,
+    destination, protocol, source port, destination port."""
+    stamp, node, interfaces, source, destination, proto, sport, dport = fields
+    return [
+        _line(
+            stamp,
+            node,
+            prefix,
+            interfaces,
+            source,
+            destination,
+            proto,
+            sport,
+            dport,
+            ip_id,
+            seq,
+            mark,
+        )
+        for prefix in prefixes
+    ]
+
+
 def _stamp(second: int) -> str:
     day, rest = divmod(second, 86400)
     return (
@@ -123,46 +152,13 @@ def synthetic_lines(count: int, seed: int = 7) -> Iterator[str]:
             seq = rng.randrange(2**32) if tcp else 0
             zero, passed = ("0", "20000") if node_index % 2 else ("0x0", "0x20000")
             mark = passed if rng.random() < 0.3 else zero
+            fields = (stamp, node, interfaces, source, destination, proto, sport, port)
             if rng.random() < 0.7:  # a real drop, perhaps retransmitted
                 for attempt in range(1 + (rng.random() < 0.3 if tcp else 0) * rng.choice((1, 2))):
-                    ip_id = rng.randrange(65536)
-                    lines = [
-                        _line(
-                            stamp,
-                            node,
-                            prefix,
-                            interfaces,
-                            source,
-                            destination,
-                            proto,
-                            sport,
-                            port,
-                            ip_id,
-                            seq,
-                            mark,
-                        )
-                        for prefix in (*policies, "")
-                    ]
+                    lines = _packet(fields, (*policies, ""), rng.randrange(65536), seq, mark)
                     (batch if attempt == 0 else pending).extend(lines)
             else:  # a false drop: another policy allows it; bridged packets pass twice
-                ip_id = rng.randrange(65536)
-                lines = [
-                    _line(
-                        stamp,
-                        node,
-                        prefix,
-                        interfaces,
-                        source,
-                        destination,
-                        proto,
-                        sport,
-                        port,
-                        ip_id,
-                        seq,
-                        mark,
-                    )
-                    for prefix in policies[:1]
-                ]
+                lines = _packet(fields, policies[:1], rng.randrange(65536), seq, mark)
                 batch.extend(lines * 2 if bridged else lines)
         # Packets from several CPUs: a few neighbours swap places.
         for index in range(0, len(batch) - 1, 7):

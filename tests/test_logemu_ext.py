@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 from benchmark_modules import bench_logs
 from test_logscan import ICMP_LINE, IPV6_LINE, tricky_variants
 
 from k3s_netpol import logscan
+from k3s_netpol.logs import LogParseError, parse_logemu_line
 
 try:
     from k3s_netpol import _logemu
@@ -28,7 +30,7 @@ def regex_rows(text: str, mode: str) -> list[tuple[str, ...] | None]:
             rows.append(None)
             continue
         groups = found.groups("")
-        rows.append((*groups, logscan.packet_key(layout.key_parts(groups))))
+        rows.append(logscan._keyed(groups, layout))
     return rows
 
 
@@ -73,7 +75,7 @@ def test_the_benchmark_lines_split_as_the_regex_splits_them(mode):
     rows = c_rows(text, mode)
     assert None not in rows
     assert rows == regex_rows(text, mode)
-    assert len(rows[0]) == (12 if mode == "events" else 9)
+    assert len(rows[0]) == (12 if mode == "events" else 6)
     assert len({row[-1] for row in rows}) > len(rows) // 3  # packets, each of one or more lines
 
 
@@ -123,3 +125,29 @@ def test_what_it_leaves_to_the_regex():
     assert logscan._SUMMARY_ROW.match(accented) is not None  # the regex takes it instead
     assert _logemu.rows(b"", False) == ([], 0)
     assert _logemu.rows(b"\n\n", False) == ([None, None], 2)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_impossible_addresses_and_ports_are_left_to_the_full_parser_which_counts_them(mode):
+    line = next(iter(bench_logs().synthetic_lines(1, seed=1))).rstrip("\n")
+    bad = [
+        re.sub(r" SRC=[^ ]+", " SRC=999.0.0.1", line),
+        re.sub(r" DST=[^ ]+", " DST=10.42.0.256", line),
+        re.sub(r" DST=[^ ]+", " DST=1.2.3.4.5", line),
+        re.sub(r" SPT=[0-9]+", " SPT=65536", line),
+        re.sub(r" DPT=[0-9]+", " DPT=99999", line),
+        re.sub(r" DPT=[0-9]+", " DPT=123456", line),
+    ]
+    good = [
+        re.sub(r" SRC=[^ ]+", " SRC=255.255.255.255", line),
+        re.sub(r" SPT=[0-9]+", " SPT=65535", line),
+        re.sub(r" DPT=[0-9]+", " DPT=0", line),
+    ]
+    text = "\n".join(bad + good) + "\n"
+    rows = c_rows(text, mode)
+    assert rows == regex_rows(text, mode)
+    assert rows[: len(bad)] == [None] * len(bad)
+    assert None not in rows[len(bad) :]
+    for variant in bad:
+        with pytest.raises(LogParseError, match=r"is not an IP address|is not a port"):
+            parse_logemu_line(variant)

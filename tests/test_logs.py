@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import threading
 import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 import pytest
 from benchmark_modules import bench_logs
@@ -105,6 +107,11 @@ def test_udp_and_icmp_lines():
         (SEED_LINE.replace(" MARK=20000", ""), "MARK="),
         (SEED_LINE.replace("SRC=10.42.0.59", "SRC=not-an-ip"), "order"),
         (SEED_LINE.replace("Mar  7", "Foo  7"), "time stamp"),
+        (SEED_LINE.replace("SRC=10.42.0.59", "SRC=999.0.0.1"), "SRC='999.0.0.1' is not an IP"),
+        (SEED_LINE.replace("DST=10.42.0.60", "DST=10.42.0"), "DST='10.42.0' is not an IP"),
+        (SEED_LINE.replace("DST=10.42.0.60", "DST=fd00:::1"), "DST='fd00:::1' is not an IP"),
+        (SEED_LINE.replace("SPT=47750", "SPT=65536"), "SPT=65536 is not a port"),
+        (SEED_LINE.replace("DPT=80", "DPT=99999"), "DPT=99999 is not a port"),
     ],
 )
 def test_garbled_and_truncated_lines_raise_a_parse_error_saying_why(line, reason):
@@ -132,6 +139,14 @@ def test_json_lines_carry_the_same_packet_as_logemu():
         ('{"src_ip": "10.0.0.1", "dest_ip": "10.0.0.2"}', "ip.protocol"),
         ('{"ip.protocol": 6, "src_ip": "x", "dest_ip": "10.0.0.2"}', "src_ip"),
         ('{"ip.protocol": "six", "src_ip": "10.0.0.1", "dest_ip": "10.0.0.2"}', "ip.protocol"),
+        (
+            '{"ip.protocol": 6, "src_ip": "10.0.0.1", "dest_ip": "10.0.0.2", "dest_port": 70000}',
+            "dest_port: 70000 is not a port",
+        ),
+        (
+            '{"ip.protocol": 6, "src_ip": "10.0.0.1", "dest_ip": "10.0.0.2", "hostname": "a\\nb"}',
+            "hostname: 'a.nb' holds a control character",
+        ),
     ],
 )
 def test_bad_json_lines_raise_a_parse_error_naming_the_field(line, reason):
@@ -402,3 +417,189 @@ def test_the_benchmark_data_parses_without_garbled_lines_and_joins(tmp_path):
     assert " MARK=0x20000" in text
     retransmitted = Counter((event.source_port, event.tcp_seq) for event in events if event.real)
     assert max(retransmitted.values()) > 1, "a blocked SYN is sent again with a new IP ID"
+
+
+def test_a_file_truncated_while_the_full_path_reads_it_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "syslogemu.log"
+    bench_logs().write_synthetic(path, 2000)
+    stats = logs.ParseStats()
+    records = logs.iter_file_records(path, stats)
+    next(records)
+    with open(path, "r+b") as stream:
+        stream.truncate(0)
+    with pytest.raises(logs.LogChangedError, match=r"syslogemu\.log: shrank from \d+ bytes to 0"):
+        list(records)
+
+
+def test_read_records_takes_one_path_as_one_path():
+    records, stats = read_records(str(DATA / "syslogemu.log"))
+    assert (len(records), stats.files) == (6, [str(DATA / "syslogemu.log")])
+    assert read_records(DATA / "syslogemu.log")[0] == records
+
+
+def test_a_gz_that_is_not_gzip_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "syslogemu.log.1.gz"
+    path.write_bytes((DATA / "syslogemu.log").read_bytes())
+    with pytest.raises(logs.LogFileError, match=r"syslogemu\.log\.1\.gz: not a gzip file"):
+        read_records([path])
+
+
+def _numbered(start: int, count: int) -> list[str]:
+    """Pod-chain lines whose IP IDs count up from `start`."""
+    return [
+        SEED_LINE.replace("ID=50378", f"ID={number}") + "\n"
+        for number in range(start, start + count)
+    ]
+
+
+def _renamed(out: IO[str], path: Path) -> bool:
+    return os.fstat(out.fileno()).st_ino != path.stat().st_ino
+
+
+def _ids(lines: list[tuple[str, str]]) -> list[int]:
+    return [parse_logemu_line(line).ip_id or 0 for _, line in lines]
+
+
+def test_follow_reads_a_gz_once_and_does_not_follow_it(tmp_path):
+    packed = tmp_path / "syslogemu.log.1.gz"
+    with gzip.open(packed, "wt") as out:
+        out.writelines(_numbered(1, 5))
+    stats = logs.ParseStats()
+    polls = 0
+
+    def stop() -> bool:
+        nonlocal polls
+        polls += 1
+        return polls > 6
+
+    records = list(logs.follow_records([packed], stats, poll_interval=0.001, should_stop=stop))
+    assert [record.ip_id for record in records if record is not None] == [1, 2, 3, 4, 5]
+
+
+def test_follow_reads_past_copytruncate_when_the_file_grew_past_the_old_offset(tmp_path):
+    path = tmp_path / "syslogemu.log"
+    path.write_text("".join(_numbered(1, 10)))
+    followed = logs._FollowedFile(path, from_start=True)
+    try:
+        assert _ids(followed.read_lines()) == list(range(1, 11))
+        with open(path, "a") as out:
+            out.writelines(_numbered(11, 5))  # written, not read yet
+        shutil.copyfile(path, tmp_path / "syslogemu.log.1")  # logrotate copytruncate
+        with open(path, "r+") as out:
+            out.truncate(0)
+        with open(path, "a") as out:
+            out.writelines(_numbered(100, 30))  # past the old offset within one poll
+        lines = followed.read_lines()
+        assert _ids(lines) == [*range(11, 16), *range(100, 130)]
+        assert lines[0][0] == f"{tmp_path / 'syslogemu.log.1'}:11"
+        assert lines[5][0] == f"{path}:1"
+        with open(path, "a") as out:
+            out.writelines(_numbered(200, 2))
+        assert _ids(followed.read_lines()) == [200, 201]
+    finally:
+        followed.close()
+
+
+def test_follow_reads_a_renamed_file_to_its_end_while_its_writer_still_writes_to_it(tmp_path):
+    path = tmp_path / "syslogemu.log"
+    path.write_text("".join(_numbered(1, 3)))
+    followed = logs._FollowedFile(path, from_start=True)
+    try:
+        assert _ids(followed.read_lines()) == [1, 2, 3]
+        writer = open(path, "a")  # noqa: SIM115 - as ulogd2 holds it
+        writer.writelines(_numbered(4, 2))
+        writer.flush()
+        path.rename(tmp_path / "syslogemu.log.1")
+        path.write_text("".join(_numbered(50, 2)))
+        writer.writelines(_numbered(6, 2))  # before ulogd2 reopens the path on SIGHUP
+        writer.flush()
+        assert sorted(_ids(followed.read_lines())) == [4, 5, 6, 7, 50, 51]
+        writer.write(_numbered(8, 1)[0])
+        writer.close()
+        assert _ids(followed.read_lines()) == [8]
+        for _ in range(logs.RETIRED_QUIET_POLLS):
+            followed.read_lines()
+        assert followed.retired == []
+    finally:
+        followed.close()
+
+
+@pytest.mark.parametrize("how", ["rename", "copytruncate"])
+def test_follow_under_load_across_rotations_sees_every_line_once(tmp_path, how):
+    """A writer appends numbered lines while the file is rotated five times: after a rename
+    the writer goes on writing to the renamed file for a while (as ulogd2 until its SIGHUP);
+    after a copytruncate the file at once grows past where the reader was."""
+    path = tmp_path / "syslogemu.log"
+    path.write_text("")
+    total = 10000
+    stats = logs.ParseStats()
+    stop = threading.Event()
+    seen: list[int] = []
+    lock = threading.Lock()
+    state = {"written": 0, "out": open(path, "a")}  # noqa: SIM115
+
+    def write_next() -> None:
+        state["written"] += 1
+        state["out"].write(_numbered(state["written"], 1)[0])
+        state["out"].flush()
+
+    def write():
+        reopen_at = None
+        while state["written"] < total:
+            with lock:
+                if how == "rename" and reopen_at is None and _renamed(state["out"], path):
+                    reopen_at = time.monotonic() + 0.05
+                if reopen_at is not None and time.monotonic() >= reopen_at:
+                    state["out"].close()
+                    state["out"] = open(path, "a")  # noqa: SIM115
+                    reopen_at = None
+                if state["written"] < total:
+                    write_next()
+            time.sleep(0.0002 if reopen_at is not None else 0)
+
+    def rotate():
+        for index in range(1, 6):
+            time.sleep(0.15)
+            with lock:
+                size = path.stat().st_size
+                rotated = tmp_path / f"syslogemu.log.{index}"
+                if how == "rename":
+                    path.rename(rotated)
+                    path.write_text("")  # logrotate's `create`
+                    continue
+                shutil.copyfile(path, rotated)
+                with open(path, "r+") as out:
+                    out.truncate(0)
+                while path.stat().st_size <= size and state["written"] < total:
+                    write_next()
+
+    def consume():
+        for record in logs.follow_records(
+            [path], stats, from_start=True, poll_interval=0.005, should_stop=stop.is_set
+        ):
+            if record is not None:
+                seen.append(record.ip_id or 0)
+                origins.append(record.origin)
+
+    origins: list[str] = []
+    threads = [threading.Thread(target=target) for target in (write, rotate, consume)]
+    for thread in threads:
+        thread.start()
+    try:
+        threads[0].join(timeout=120)
+        threads[1].join(timeout=120)
+        _wait_for(lambda: len(seen) >= total, timeout=10)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        state["out"].close()
+    assert len(list(tmp_path.glob("syslogemu.log.*"))) == 5
+    missing = sorted(set(range(1, total + 1)) - set(seen))
+    twice = [
+        (number, origin)
+        for number, origin in zip(seen, origins, strict=True)
+        if seen.count(number) > 1
+    ]
+    assert (len(seen), missing[:20], twice[:6]) == (total, [], [])
+    assert stats.garbled == 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -103,6 +105,16 @@ def tricky_variants(line: str) -> list[str]:
         line.replace("Jan  ", "Jan 0", 1).replace("Jan 1", "Jan 01", 1),
         line.replace(" MAC=", " XMAC=", 1),
         line.replace(" 00:", " 0:", 1),
+        re.sub(r" SRC=[^ ]+", " SRC=999.0.0.1", line),  # garbled
+        re.sub(r" DST=[^ ]+", " DST=10.42.0.256", line),  # garbled
+        re.sub(r" SRC=[^ ]+", " SRC=10.042.0.1", line),  # a leading zero: valid
+        re.sub(r" DST=[^ ]+", " DST=10.42.0", line),  # garbled
+        re.sub(r" SRC=[^ ]+", " SRC=255.255.255.255", line),
+        re.sub(r" SPT=[0-9]+", " SPT=65536", line),  # garbled
+        re.sub(r" DPT=[0-9]+", " DPT=99999", line),  # garbled
+        re.sub(r" DPT=[0-9]+", " DPT=100000", line),  # garbled
+        re.sub(r" SPT=[0-9]+", " SPT=65535", line),
+        re.sub(r" DPT=[0-9]+", " DPT=0", line),
     ]
 
 
@@ -190,18 +202,23 @@ def test_the_shipped_logs_give_the_same_events_summary_and_counts(splitter):
 
 
 @pytest.mark.parametrize(
-    ("window", "jobs", "chunk_bytes"),
+    ("window", "jobs", "chunk_bytes", "slice_bytes"),
     [
-        (JOIN_WINDOW, 1, None),  # one chunk, in process
-        (16, 1, 2_000),  # chunks shorter than the head: the parent joins everything
-        (16, 2, 40_000),  # workers: events cut by chunk ends, groups aged across them
-        (64, 2, 9_000),
+        (JOIN_WINDOW, 1, None, None),  # one chunk, in process
+        (16, 1, 2_000, None),  # chunks shorter than the head: the parent joins everything
+        (16, 2, 40_000, None),  # workers: events cut by chunk ends, groups aged across them
+        (64, 2, 9_000, None),
+        (16, 2, 200_000, 7_000),  # workers read their chunks a slice at a time
+        (64, 2, None, 20_000),  # --summary: one chunk a worker
     ],
 )
 def test_a_mixed_file_gives_the_same_results_however_it_is_chunked(
-    tmp_path, monkeypatch, splitter, window, jobs, chunk_bytes
+    tmp_path, monkeypatch, splitter, window, jobs, chunk_bytes, slice_bytes
 ):
     monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(logscan.threading, "active_count", lambda: 1)  # fork: patches carry over
+    if slice_bytes:
+        monkeypatch.setattr(logscan, "SLICE_BYTES", slice_bytes)
     path = tmp_path / "syslogemu.log"
     path.write_bytes("".join(mixed_lines(4000, seed=window + jobs)).encode())
     expected = _assert_same([path], window=window, jobs=jobs, chunk_bytes=chunk_bytes)
@@ -332,3 +349,76 @@ def test_the_cli_takes_the_fast_path_and_prints_what_the_full_path_prints(monkey
     filtered = CliRunner().invoke(main, ["logs", *files, "--json", "--policy", "tenant-b/x"])
     assert filtered.exit_code == 0
     assert calls == ["events", "summary"], "a filter takes the full path"
+
+
+def _rotating_on_first_chunk(monkeypatch, path: Path, how: str) -> list[str]:
+    """Rotate `path` once the parent has taken the first chunk, while workers read the rest."""
+    rotated: list[str] = []
+    real_take = logscan._Merger.take
+
+    def take(self, result):
+        if not rotated:
+            rotated.append(how)
+            if how == "rename":  # logrotate's default: rename, then a new empty file
+                path.rename(path.with_name(path.name + ".1"))
+                path.write_bytes(b"")
+            else:  # copytruncate: copy, then truncate the file in place
+                shutil.copyfile(path, path.with_name(path.name + ".1"))
+                with open(path, "r+b") as stream:
+                    stream.truncate(0)
+        return real_take(self, result)
+
+    monkeypatch.setattr(logscan._Merger, "take", take)
+    return rotated
+
+
+@pytest.mark.parametrize("mode", ["summary", "events"])
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_file_renamed_during_a_scan_is_read_whole_through_the_one_open_file(
+    tmp_path, monkeypatch, mode, jobs
+):
+    monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 0)
+    path = tmp_path / "syslogemu.log"
+    bench_logs().write_synthetic(path, 6000)
+    expected_lines, expected_flows, expected_stats = full_path([path])
+    rotated = _rotating_on_first_chunk(monkeypatch, path, "rename")
+    stats = ParseStats()
+    out: list = []
+    logscan.scan(
+        [path], {}, stats, mode, out.extend, enricher=_enricher(), jobs=jobs, chunk_bytes=50_000
+    )
+    assert rotated
+    assert stats.lines == expected_stats["lines"] == 6000
+    if mode == "events":
+        assert b"".join(out).decode().splitlines(keepends=True) == expected_lines
+    else:
+        flows = logscan.summary_flows(out[0], _enricher(), None)
+        assert [flow.to_dict() for flow in flows] == expected_flows
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_file_truncated_during_a_scan_fails_with_exit_3_naming_it(tmp_path, monkeypatch, jobs):
+    monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setitem(logscan.CHUNK_BYTES, "summary", 50_000)
+    path = tmp_path / "syslogemu.log"
+    bench_logs().write_synthetic(path, 6000)
+    rotated = _rotating_on_first_chunk(monkeypatch, path, "copytruncate")
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["logs", str(path), "--summary", "--jobs", str(jobs)])
+    assert rotated
+    assert result.exit_code == 3, result.output
+    assert f"{path}: shrank" in result.stderr
+    assert "copytruncate" in result.stderr
+
+
+def test_a_line_longer_than_a_workers_buffer_is_read_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(logscan.threading, "active_count", lambda: 1)  # fork: patches carry over
+    monkeypatch.setattr(logscan, "SLICE_BYTES", 4096)
+    lines = mixed_lines(600, seed=5)
+    lines[300] = "x" * 20_000 + "\n"  # garbled, and five buffers long
+    path = tmp_path / "syslogemu.log"
+    path.write_text("".join(lines))
+    expected = _assert_same([path], jobs=2, chunk_bytes=60_000)
+    assert any(":301: no syslog time stamp" in sample for sample in expected[2]["garbled_samples"])

@@ -4,8 +4,9 @@
  * rows(data, events) reads ulogd2 LOGEMU lines (bytes) and accepts only lines logscan's
  * canonical regex (_canonical_logemu) accepts, returning the same groups: for events
  * (stamp, node, prefix, "src DST=dst", id, proto, spt, dpt, seq, tail, mark), otherwise
- * (node, prefix, "src DST=dst", id, proto, spt, dpt, seq); an absent SEQ is "". Each row ends
- * with the packet's key: node, "src DST=dst", id, proto, spt, dpt and seq joined by "\n". A line
+ * (node, prefix, "src DST=dst", proto, dpt); an absent SEQ is "". Each row ends
+ * with the packet's key: node, "src DST=dst", id, proto, spt, dpt and seq joined by "\n". Addresses
+ * are IPv4 (parts 0 to 255, no leading zero) and ports 0 to 65535, or the line is left. A line
  * with a byte beyond ASCII is left to the regex (None), as is a chunk holding a carriage return.
  * tests/test_logemu_ext.py holds the two to the same answers, line by line.
  */
@@ -27,7 +28,31 @@ static int is_hex(char c) {
     return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
-static int is_address_char(char c) { return is_hex(c) || c == ':' || c == '.'; }
+/* An IPv4 address as the regex takes it: four parts 0 to 255 without leading zeros. */
+static int ipv4_address(const char **at, const char *end) {
+    const char *cursor = *at;
+    for (int part = 0; part < 4; part++) {
+        if (part > 0) {
+            if (cursor >= end || *cursor != '.') {
+                return 0;
+            }
+            cursor++;
+        }
+        const char *start = cursor;
+        int value = 0;
+        while (cursor < end && is_digit(*cursor) && cursor - start < 3) {
+            value = value * 10 + (*cursor - '0');
+            cursor++;
+        }
+        if (cursor == start || (cursor < end && is_digit(*cursor)) || value > 255
+            || (*start == '0' && cursor - start > 1)) {
+            return 0;
+        }
+    }
+    *at = cursor;
+    return 1;
+}
+
 
 /* Consumes `word` (of `length` bytes) at *at; 0 when the line does not continue with it. */
 static inline int literal_of(const char **at, const char *end, const char *word, size_t length) {
@@ -62,6 +87,22 @@ static int digits(const char **at, const char *end, int canonical, Span *span) {
     }
     *at = cursor;
     return 1;
+}
+
+/* A port as the regex takes it: canonical digits, 0 to 65535. */
+static int port(const char **at, const char *end, Span *span) {
+    const char *start = *at;
+    if (!digits(at, end, 1, span)) {
+        return 0;
+    }
+    if (*at - start > 5) {
+        return 0;
+    }
+    long value = 0;
+    for (const char *cursor = start; cursor < *at; cursor++) {
+        value = value * 10 + (*cursor - '0');
+    }
+    return value <= 65535;
 }
 
 static int stamp_ok(const char *line, const char *end) {
@@ -145,18 +186,7 @@ static int split_line(const char *line, const char *end, Span fields[FIELDS]) {
         return 0;
     }
     const char *addresses = at;
-    const char *source = at;
-    while (at < end && is_address_char(*at)) {
-        at++;
-    }
-    if (at == source || !literal(&at, end, " DST=")) {
-        return 0;
-    }
-    const char *destination = at;
-    while (at < end && is_address_char(*at)) {
-        at++;
-    }
-    if (at == destination) {
+    if (!ipv4_address(&at, end) || !literal(&at, end, " DST=") || !ipv4_address(&at, end)) {
         return 0;
     }
     fields[ADDRESSES] = (Span){addresses, at - addresses};
@@ -189,8 +219,8 @@ static int split_line(const char *line, const char *end, Span fields[FIELDS]) {
     }
     fields[PROTO] = (Span){protocol, at - protocol};
     int tcp = at - protocol == 3 && memcmp(protocol, "TCP", 3) == 0;
-    if (!literal(&at, end, " SPT=") || !digits(&at, end, 1, &fields[SPT])
-        || !literal(&at, end, " DPT=") || !digits(&at, end, 1, &fields[DPT])) {
+    if (!literal(&at, end, " SPT=") || !port(&at, end, &fields[SPT])
+        || !literal(&at, end, " DPT=") || !port(&at, end, &fields[DPT])) {
         return 0;
     }
     fields[SEQ] = (Span){at, 0};
@@ -243,7 +273,7 @@ static PyObject *ascii_text(Span span) {
 
 static const int EVENT_FIELDS[] = {STAMP, NODE, PREFIX, ADDRESSES, ID, PROTO,
                                    SPT,   DPT,  SEQ,    TAIL,      MARK};
-static const int SUMMARY_FIELDS[] = {NODE, PREFIX, ADDRESSES, ID, PROTO, SPT, DPT, SEQ};
+static const int SUMMARY_FIELDS[] = {NODE, PREFIX, ADDRESSES, PROTO, DPT};
 
 /* Fields that repeat from line to line share one string object per value (and so its cached
    hash); a small direct-mapped table per field, alive for one call. */
@@ -302,7 +332,7 @@ static PyObject *packet_key(const Span fields[FIELDS]) {
 
 static PyObject *row_of(SharedTable shared, const Span fields[FIELDS], int events) {
     const int *order = events ? EVENT_FIELDS : SUMMARY_FIELDS;
-    Py_ssize_t count = events ? 11 : 8;
+    Py_ssize_t count = events ? 11 : 5;
     PyObject *row = PyTuple_New(count + 1);
     if (row == NULL) {
         return NULL;
@@ -334,14 +364,7 @@ static void release_shared(SharedTable shared) {
     }
 }
 
-static PyObject *rows(PyObject *module, PyObject *args) {
-    const char *cursor;
-    Py_ssize_t length;
-    int events;
-    (void)module;
-    if (!PyArg_ParseTuple(args, "y#p:rows", &cursor, &length, &events)) {
-        return NULL;
-    }
+static PyObject *rows_of(const char *cursor, Py_ssize_t length, int events) {
     const char *end = cursor + length;
     if (memchr(cursor, '\r', (size_t)length) != NULL) {
         Py_RETURN_NONE; /* \r ends lines too: logscan normalises those chunks first */
@@ -379,6 +402,19 @@ static PyObject *rows(PyObject *module, PyObject *args) {
     }
     release_shared(shared);
     return Py_BuildValue("(Nn)", found, misses);
+}
+
+/* Any bytes-like object: logscan hands over slices of one reused buffer. */
+static PyObject *rows(PyObject *module, PyObject *args) {
+    Py_buffer data;
+    int events;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y*p:rows", &data, &events)) {
+        return NULL;
+    }
+    PyObject *result = rows_of((const char *)data.buf, data.len, events);
+    PyBuffer_Release(&data);
+    return result;
 }
 
 static PyMethodDef methods[] = {

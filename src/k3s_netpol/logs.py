@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import ipaddress
 import json
 import os
 import re
@@ -38,6 +39,7 @@ MONTHS = {
 JOIN_WINDOW = 256
 GARBLED_SAMPLES_KEPT = 20
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CLOCK = re.compile(r"\d\d:\d\d:\d\d\Z")
 _IPV4 = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}\Z")
 _IPV6 = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\Z")
@@ -51,6 +53,18 @@ class LogParseError(ValueError):
 
 class LogFileError(OSError):
     """A log file that cannot be read; the message names the file."""
+
+
+class LogChangedError(LogFileError):
+    """A log file that changed under the reader (truncated, rotated in place) while it was read,
+    so that what was read may not be what the file held; the message names the file."""
+
+    @classmethod
+    def of(cls, name: str, how: str) -> LogChangedError:
+        return cls(
+            f"{name}: {how} while it was read (truncated, or rotated with copytruncate?); "
+            "read it again, or read the rotated copy"
+        )
 
 
 @dataclass(frozen=True)
@@ -154,7 +168,12 @@ def _check_address(name: str, value: str | None) -> str:
         if all(int(octet) <= 255 for octet in value.split(".")):
             return value
     elif _IPV6.match(value):
-        return value
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            pass
+        else:
+            return value
     raise LogParseError(f"{name}={value!r} is not an IP address")
 
 
@@ -172,6 +191,15 @@ _LOGEMU = re.compile(
     r"PROTO=(?P<proto>[A-Za-z0-9]+)(?: +SPT=(?P<spt>[0-9]+) +DPT=(?P<dpt>[0-9]+))?"
     r"(?: +SEQ=(?P<seq>[0-9]+))?(?P<tail>(?: +[^ ]+)*?) +MARK=(?:0x)?(?P<mark>[0-9A-Fa-f]+) *\Z"
 )
+
+
+def _port(name: str, text: str | None) -> int | None:
+    if not text:
+        return None
+    value = int(text)
+    if value > 65535:
+        raise LogParseError(f"{name}={text} is not a port (above 65535)")
+    return value
 
 
 def _diagnose_logemu(line: str) -> str:
@@ -219,11 +247,11 @@ def parse_logemu_line(line: str, origin: str = "") -> LogRecord:
             "policy": policy_of_prefix(prefix) if prefix else None,
             "in_interface": in_interface or None,
             "out_interface": out_interface or None,
-            "source": source,
-            "destination": destination,
+            "source": _check_address("SRC", source),
+            "destination": _check_address("DST", destination),
             "protocol": protocol,
-            "source_port": int(source_port) if source_port else None,
-            "destination_port": int(destination_port) if destination_port else None,
+            "source_port": _port("SPT", source_port),
+            "destination_port": _port("DPT", destination_port),
             "ip_id": int(ip_id) if ip_id else None,
             "tcp_seq": int(tcp_seq) if tcp_seq and is_tcp else None,
             "flags": frozenset(TCP_FLAG_NAMES.intersection(tail.split())) if is_tcp else _NO_FLAGS,
@@ -242,6 +270,13 @@ def _json_int(document: Mapping[str, Any], *names: str) -> int | None:
             raise LogParseError(f"{name}: {value!r} is not an integer")
         return value
     return None
+
+
+def _json_port(document: Mapping[str, Any], *names: str) -> int | None:
+    value = _json_int(document, *names)
+    if value is not None and not 0 <= value <= 65535:
+        raise LogParseError(f"{names[0]}: {value} is not a port (0 to 65535)")
+    return value
 
 
 def _json_str(document: Mapping[str, Any], *names: str) -> str | None:
@@ -269,6 +304,10 @@ def parse_json_line(line: str, origin: str = "", node: str | None = None) -> Log
     protocol = IP_PROTOCOL_NAMES.get(protocol_number, str(protocol_number))
     is_tcp = protocol == "TCP"
     prefix = (_json_str(document, "oob.prefix") or "").strip()
+    host = _json_str(document, "hostname", "host")
+    for name, value in (("oob.prefix", prefix), ("hostname", host)):
+        if value and _CONTROL.search(value):
+            raise LogParseError(f"{name}: {value!r} holds a control character")
     flags = (
         frozenset(name for name in TCP_FLAG_NAMES if document.get(f"tcp.{name.lower()}"))
         if is_tcp
@@ -276,7 +315,7 @@ def parse_json_line(line: str, origin: str = "", node: str | None = None) -> Log
     )
     return LogRecord(
         time=_json_str(document, "timestamp", "@timestamp"),
-        node=_json_str(document, "hostname", "host") or node,
+        node=host or node,
         prefix=prefix,
         policy=policy_of_prefix(prefix),
         in_interface=_json_str(document, "oob.in") or None,
@@ -284,8 +323,8 @@ def parse_json_line(line: str, origin: str = "", node: str | None = None) -> Log
         source=_check_address("src_ip", _json_str(document, "src_ip", "ip.saddr.str")),
         destination=_check_address("dest_ip", _json_str(document, "dest_ip", "ip.daddr.str")),
         protocol=protocol,
-        source_port=_json_int(document, "src_port", "tcp.sport", "udp.sport", "sctp.sport"),
-        destination_port=_json_int(document, "dest_port", "tcp.dport", "udp.dport", "sctp.dport"),
+        source_port=_json_port(document, "src_port", "tcp.sport", "udp.sport", "sctp.sport"),
+        destination_port=_json_port(document, "dest_port", "tcp.dport", "udp.dport", "sctp.dport"),
         ip_id=_json_int(document, "ip.id"),
         tcp_seq=_json_int(document, "tcp.seq") if is_tcp else None,
         flags=flags,
@@ -299,6 +338,28 @@ def parse_line(line: str, origin: str = "", node: str | None = None) -> LogRecor
     if line.lstrip().startswith("{"):
         return parse_json_line(line, origin, node)
     return parse_logemu_line(line, origin)
+
+
+def distinct_files(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, Path]]]:
+    """The paths without those naming a file already named (same device and inode, whatever
+    the path), and each (left out, the path kept for it). Paths that cannot be read stay, for
+    the reader to name."""
+    kept: list[Path] = []
+    left_out: list[tuple[Path, Path]] = []
+    seen: dict[tuple[int, int], Path] = {}
+    for path in paths:
+        try:
+            status = path.stat()
+        except OSError:
+            kept.append(path)
+            continue
+        identity = (status.st_dev, status.st_ino)
+        if identity in seen:
+            left_out.append((path, seen[identity]))
+            continue
+        seen[identity] = path
+        kept.append(path)
+    return kept, left_out
 
 
 def rotation_order(path: str | Path) -> tuple[str, int]:
@@ -328,7 +389,10 @@ def iter_file_records(
     """Yield the records of one file; count garbled lines in `stats` instead of raising."""
     name = str(path)
     stats.files.append(name)
+    number = 0
     with open_log(path) as stream:
+        plain = Path(path).suffix != ".gz"
+        size_at_open = os.fstat(stream.fileno()).st_size if plain else 0
         try:
             for number, line in enumerate(stream, 1):
                 stats.lines += 1
@@ -343,18 +407,30 @@ def iter_file_records(
                 stats.records += 1
                 yield record
         except (OSError, EOFError) as error:
+            if number == 0:
+                check_gzip_start(path, error)
             # A truncated .gz or a file that vanished while reading: keep what was read.
             stats.note_garbled(f"{name}:{stats.lines}", f"file ends badly: {error}")
+        if plain and (size := os.fstat(stream.fileno()).st_size) < size_at_open:
+            raise LogChangedError.of(name, f"shrank from {size_at_open} bytes to {size}")
+
+
+def check_gzip_start(path: str | Path, error: BaseException) -> None:
+    """Raise LogFileError when reading a .gz failed at its start: it is not gzip at all."""
+    if isinstance(error, gzip.BadGzipFile):
+        raise LogFileError(f"{path}: not a gzip file ({error}), though its name ends in .gz")
 
 
 def read_records(
-    paths: Iterable[str | Path], *, nodes: Mapping[str, str] | None = None
+    paths: str | Path | Iterable[str | Path], *, nodes: Mapping[str, str] | None = None
 ) -> tuple[list[LogRecord], ParseStats]:
-    """Read LOGEMU/JSON files (plain or .gz) in the given order.
+    """Read LOGEMU/JSON files (plain or .gz) in the given order; one path may be given alone.
 
     `nodes` maps a file path to the node it came from, for JSON lines, which carry no host name.
-    Raises LogFileError naming a file that cannot be opened.
+    Raises LogFileError naming a file that cannot be opened or is not what its name says.
     """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
     stats = ParseStats()
     records: list[LogRecord] = []
     for path in paths:
@@ -473,24 +549,23 @@ class PacketJoiner:
     closed as it is, just before the line at first + window + 1: its pod-chain line never came
     (a false drop, or one the rate limit swallowed).
 
-    Items are (position, row, payload); `key_of(row)` and `prefix_of(row)` read a row, which is
-    a LogRecord on the full path and a field tuple on logscan's. Positions increase by one a
-    line (logscan's parent feeds a sparse subset, in order). With `collect`, a group keeps its
-    payloads (the records, or the origins).
+    Items are (position, row, payload): a row is a tuple whose last item is the packet key and
+    whose item `prefix_at` is the line's prefix (on the full path (prefix, key) of a LogRecord,
+    on logscan's its field tuple). Positions increase by one a line (logscan's parent feeds a
+    sparse subset, in order). With `collect`, a group keeps its payloads (the records, or the
+    (row, origin) pairs).
     """
 
     def __init__(
         self,
         window: int,
-        key_of: Callable[[Any], Any],
-        prefix_of: Callable[[Any], str],
+        prefix_at: int,
         emit: Emit,
         *,
         collect: bool,
     ) -> None:
         self.window = window
-        self.key_of = key_of
-        self.prefix_of = prefix_of
+        self.prefix_at = prefix_at
         self.emit = emit
         self.collect = collect
         self.open_groups: dict[Any, Group] = {}
@@ -500,13 +575,7 @@ class PacketJoiner:
         self, items: Iterable[tuple[int, Any, Any]], head: list[tuple[int, Any, Any]] | None = None
     ) -> None:
         """Join the items; lines of a key whose open group is HEAD go to `head` instead."""
-        window, key_of, prefix_of, emit, collect = (
-            self.window,
-            self.key_of,
-            self.prefix_of,
-            self.emit,
-            self.collect,
-        )
+        window, prefix_at, emit, collect = self.window, self.prefix_at, self.emit, self.collect
         open_groups, order = self.open_groups, self.order
         get_group = open_groups.get
         meanings = _PREFIX_CACHE
@@ -514,12 +583,16 @@ class PacketJoiner:
         current: Group | None = None
         current_key: Any = None
         for position, row, payload in items:
-            if order and order[0][0] < position - window:
-                if current is not None:
-                    open_groups[current_key] = current
-                    current = None
-                self.expire(position)
-            key = key_of(row)
+            limit = position - window
+            while order and order[0][0] < limit:
+                if order[0][7]:  # an open group too old to join: close it (and the rest)
+                    if current is not None:
+                        open_groups[current_key] = current
+                        current = None
+                    self.expire(position)
+                    break
+                order.popleft()  # closed already
+            key = row[-1]
             if current is not None and key == current_key:
                 group: Group | None = current
                 current = None
@@ -534,13 +607,23 @@ class PacketJoiner:
                             head.append((position, row, payload))
                         continue
                     del open_groups[key]
-            raw = prefix_of(row)
+            raw = row[prefix_at]
             meaning = meanings.get(raw) or prefix_meaning(raw)
             policy = meaning[0]
             if policy is not None:
                 if group is None:
-                    group = [position, [policy], [payload] if collect else None, row, [policy]]
-                    group += (1, key, True)
+                    # The first pass's policies are the policies named until a second pass.
+                    named = [policy]
+                    group = [
+                        position,
+                        named,
+                        [payload] if collect else None,
+                        row,
+                        named,
+                        1,
+                        key,
+                        True,
+                    ]
                     order.append(group)
                 else:
                     this_pass = group[4]
@@ -592,14 +675,6 @@ class PacketJoiner:
             self.emit(order_key, group, False)
 
 
-def _record_key(record: LogRecord) -> tuple[Any, ...]:
-    return record.packet_key
-
-
-def _record_prefix(record: LogRecord) -> str:
-    return record.prefix
-
-
 def event_of_group(group: Group, real: bool) -> DropEvent:
     """The DropEvent of a group the full path joined (its payloads are the records)."""
     records: list[LogRecord] = group[2]
@@ -625,7 +700,7 @@ class EventJoiner:
     def __init__(self, window: int = JOIN_WINDOW) -> None:
         self.window = window
         self._finished: list[tuple[int, DropEvent]] = []
-        self._joiner = PacketJoiner(window, _record_key, _record_prefix, self._closed, collect=True)
+        self._joiner = PacketJoiner(window, 0, self._closed, collect=True)
         self._position = 0
 
     def _closed(self, order_key: int, group: Group, real: bool) -> None:
@@ -637,7 +712,7 @@ class EventJoiner:
 
     def add_positioned(self, record: LogRecord) -> list[tuple[int, DropEvent]]:
         """Like `add`, each event paired with the position of its first record."""
-        self._joiner.feed(((self._position, record, record),))
+        self._joiner.feed(((self._position, (record.prefix, record.packet_key), record),))
         self._position += 1
         finished, self._finished = self._finished, []
         return finished
@@ -679,7 +754,10 @@ def parse_time_bound(text: str, now: datetime | None = None) -> datetime:
     relative = _RELATIVE.match(value)
     if relative:
         seconds = int(relative.group("amount")) * _UNIT_SECONDS[relative.group("unit")]
-        return now - timedelta(seconds=seconds)
+        try:
+            return now - timedelta(seconds=seconds)
+        except OverflowError:
+            raise ValueError(f"{text!r}: too far back (before the year 1)") from None
     if re.fullmatch(r"[0-9]{1,2}:[0-9]{2}(:[0-9]{2})?", value):
         parts = [int(part) for part in value.split(":")] + [0]
         try:
@@ -915,60 +993,166 @@ def summarize(views: Iterable[EventView], top: int | None = 10) -> list[FlowSumm
 
 # --- follow mode --------------------------------------------------------------------------
 
+FOLLOW_BLOCK = 1 << 20
+# The bytes before the read position that say the file is still the one read (not truncated
+# and written again past that position within one poll).
+FINGERPRINT_BYTES = 256
+# A renamed file is still read until it has been quiet this many polls: its writer goes on
+# writing to it until it reopens the path (ulogd2 on SIGHUP, in logrotate's postrotate).
+RETIRED_QUIET_POLLS = 8
+
+
+class _OpenFile:
+    """One open file of a followed path: where reading got to (just after a line end) and the
+    bytes before that position."""
+
+    def __init__(self, path: Path, descriptor: int, offset: int, line_number: int = 0) -> None:
+        self.path = path
+        self.descriptor = descriptor
+        self.inode = os.fstat(descriptor).st_ino
+        self.offset = offset
+        self.line_number = line_number
+        self.fingerprint = self._bytes_before(offset)
+        self.quiet_polls = 0
+
+    def _bytes_before(self, offset: int) -> bytes:
+        start = max(0, offset - FINGERPRINT_BYTES)
+        return os.pread(self.descriptor, offset - start, start)
+
+    def rewritten(self) -> bool:
+        """Truncated since the last read (perhaps written again past the read position)."""
+        if os.fstat(self.descriptor).st_size < self.offset:
+            return True
+        return self._bytes_before(self.offset) != self.fingerprint
+
+    def read_lines(self, *, final: bool = False) -> list[tuple[str, str]]:
+        """(origin, line) of the whole lines appended since the last read; with `final`, an
+        unterminated last line too."""
+        blocks: list[bytes] = []
+        offset = self.offset
+        while True:
+            block = os.pread(self.descriptor, FOLLOW_BLOCK, offset)
+            if not block:
+                break
+            blocks.append(block)
+            offset += len(block)
+        data = b"".join(blocks)
+        end = len(data) if final else data.rfind(b"\n") + 1
+        if end <= 0:
+            return []
+        if self.rewritten():  # what was read may be the new content: read again from 0
+            return []
+        lines = data[:end].decode("utf-8", errors="replace").splitlines()
+        self.offset += end
+        self.fingerprint = self._bytes_before(self.offset)
+        first = self.line_number + 1
+        self.line_number += len(lines)
+        return [(f"{self.path}:{first + index}", line) for index, line in enumerate(lines)]
+
+    def close(self) -> None:
+        os.close(self.descriptor)
+
+
+def _open_followed(path: Path, *, at_end: bool) -> _OpenFile | None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    offset = 0
+    if at_end:
+        size = os.fstat(descriptor).st_size
+        tail = os.pread(descriptor, 1 << 16, max(0, size - (1 << 16)))
+        offset = size - len(tail) + tail.rfind(b"\n") + 1
+    return _OpenFile(path, descriptor, offset)
+
+
+def _rotated_copy(current: _OpenFile) -> _OpenFile | None:
+    """The copy logrotate's copytruncate made of the file before truncating it: a file beside
+    it named after it (name.1, name-20261127) that holds the same bytes before the read
+    position. Newest first."""
+    path = current.path
+    try:
+        siblings = [
+            entry
+            for entry in path.parent.iterdir()
+            if entry.name.startswith(path.name)
+            and entry.name != path.name
+            and not entry.name.endswith(".gz")
+        ]
+        siblings.sort(key=lambda entry: entry.stat().st_mtime, reverse=True)
+    except OSError:
+        return None
+    for sibling in siblings:
+        copy = _open_followed(sibling, at_end=False)
+        if copy is None:
+            continue
+        if copy._bytes_before(current.offset) == current.fingerprint:
+            copy.offset, copy.line_number = current.offset, current.line_number
+            copy.fingerprint = current.fingerprint
+            return copy
+        copy.close()
+    return None
+
 
 class _FollowedFile:
+    """A followed path across rotation.
+
+    Rename (logrotate's default): the old file is read to its end, and on while its writer
+    still writes to it, until it has been quiet for RETIRED_QUIET_POLLS polls; the new file is
+    read from its start. Copytruncate: a file shorter than the read position, or whose bytes
+    before it changed (it was truncated and written again past it within one poll), is read
+    again from its start, after the lines appended before the copy are read from the copy.
+    """
+
     def __init__(self, path: Path, from_start: bool) -> None:
         self.path = path
-        self.stream: IO[str] | None = None
-        self.inode: int | None = None
-        self.line_number = 0
-        self.partial = ""
-        self._open(from_start)
+        self.current = _open_followed(path, at_end=not from_start)
+        self.retired: list[_OpenFile] = []
 
-    def _open(self, from_start: bool) -> None:
+    def read_lines(self) -> list[tuple[str, str]]:
+        lines: list[tuple[str, str]] = []
+        for old in list(self.retired):
+            appended = old.read_lines()
+            old.quiet_polls = 0 if appended else old.quiet_polls + 1
+            lines.extend(appended)
+            if old.quiet_polls >= RETIRED_QUIET_POLLS:
+                lines.extend(old.read_lines(final=True))
+                old.close()
+                self.retired.remove(old)
+        current = self.current
+        if current is not None:
+            if current.rewritten():
+                lines.extend(self._restart(current))
+            lines.extend(current.read_lines())
         try:
-            stream = open_log(self.path)
-            self.inode = os.fstat(stream.fileno()).st_ino if self.path.suffix != ".gz" else None
-        except (LogFileError, OSError):
-            self.stream = None
-            return
-        if not from_start:
-            stream.seek(0, os.SEEK_END)
-        self.stream = stream
-        self.line_number = 0
-        self.partial = ""
-
-    def read_lines(self) -> list[tuple[int, str]]:
-        lines = self._drain()
-        try:
-            status = os.stat(self.path)
+            inode = os.stat(self.path).st_ino
         except OSError:
-            return lines
-        rotated = self.stream is None or status.st_ino != self.inode
-        truncated = not rotated and self.stream is not None and status.st_size < self.stream.tell()
-        if rotated or truncated:
-            if self.stream is not None:
-                self.stream.close()
-            self._open(from_start=True)
-            lines.extend(self._drain())
+            return lines  # renamed and not created again yet
+        if current is None or inode != current.inode:
+            if current is not None:
+                lines.extend(current.read_lines())
+                self.retired.append(current)
+            self.current = _open_followed(self.path, at_end=False)
+            if self.current is not None:
+                lines.extend(self.current.read_lines())
         return lines
 
-    def _drain(self) -> list[tuple[int, str]]:
-        if self.stream is None:
-            return []
-        lines: list[tuple[int, str]] = []
-        for chunk in iter(self.stream.readline, ""):
-            if not chunk.endswith("\n"):
-                self.partial += chunk
-                break
-            self.line_number += 1
-            lines.append((self.line_number, self.partial + chunk))
-            self.partial = ""
+    def _restart(self, current: _OpenFile) -> list[tuple[str, str]]:
+        """Copytruncate: the lines the copy holds past the read position, then from 0."""
+        lines: list[tuple[str, str]] = []
+        copy = _rotated_copy(current)
+        if copy is not None:
+            lines = copy.read_lines(final=True)
+            copy.close()
+        current.offset = 0
+        current.line_number = 0
+        current.fingerprint = b""
         return lines
 
     def close(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
+        for item in [self.current, *self.retired]:
+            if item is not None:
+                item.close()
 
 
 def follow_records(
@@ -982,20 +1166,28 @@ def follow_records(
 ) -> Iterator[LogRecord | None]:
     """Yield records as lines are appended, across rotation (rename or copytruncate).
 
-    Yields None after each quiet poll, so a caller can flush events whose last line came.
+    A `.gz` file is read once (whole, even without from_start): nothing is appended to it; with
+    only .gz files, that is all. Yields None after each quiet poll, so a caller can flush events
+    whose last line came.
     """
-    followed = [_FollowedFile(Path(path), from_start) for path in paths]
+    for path in paths:
+        if Path(path).suffix == ".gz":
+            yield from iter_file_records(path, stats, (nodes or {}).get(str(path)))
+    followed = [
+        _FollowedFile(Path(path), from_start) for path in paths if Path(path).suffix != ".gz"
+    ]
+    if not followed:
+        return
     try:
         while not should_stop():
             quiet = True
             for item in followed:
                 node = (nodes or {}).get(str(item.path))
-                for number, line in item.read_lines():
+                for origin, line in item.read_lines():
                     stats.lines += 1
                     if not line.strip():
                         continue
                     quiet = False
-                    origin = f"{item.path}:{number}"
                     try:
                         record = parse_line(line, origin, node)
                     except LogParseError as error:

@@ -4,7 +4,8 @@ logs.py parses one line into one LogRecord and joins records one by one: about a
 microseconds a line. Here a file is read in large chunks split at line ends; the C splitter
 (_logemu.c), or without it one regex (`findall`), pulls the fields of every canonical ulogd2
 LOGEMU line of a chunk into plain tuples, and the packets are joined on those tuples. Chunks run
-in worker processes on big inputs.
+in worker processes on big inputs; they read them through the parent's one open descriptor of
+the file (a rename cannot make them read another file; a file that shrinks is an error).
 
 Exactness with the full path (logs.read_records + logs.EventJoiner, as the CLI runs them):
 - The chunk regex (and the C splitter, which takes the same lines and gives the same groups)
@@ -29,6 +30,7 @@ import bisect
 import contextlib
 import gc
 import gzip
+import heapq
 import itertools
 import json
 import operator
@@ -38,6 +40,7 @@ import shutil
 import signal
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +54,13 @@ from k3s_netpol.logs import (
     Enricher,
     FlowSummary,
     Group,
+    LogChangedError,
     LogFileError,
     LogParseError,
     LogRecord,
     PacketJoiner,
     ParseStats,
+    check_gzip_start,
     parse_line,
 )
 
@@ -65,6 +70,9 @@ if TYPE_CHECKING:
 # --summary merges each chunk's per-flow tallies in the parent: fewer, bigger chunks.
 CHUNK_BYTES = {"events": 16 << 20, "summary": 32 << 20}
 PARALLEL_MIN_BYTES = 32 << 20
+# A worker reads and splits its chunk this much at a time (a --summary chunk is a worker's
+# whole share of the input: one tally per worker to send back and merge).
+SLICE_BYTES = 16 << 20
 
 try:
     from k3s_netpol import _logemu
@@ -73,6 +81,16 @@ except ImportError:  # built without a C compiler: the regex below does the same
 
 _MONTH = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _NUMBER = "(?!0[0-9])([0-9]+)"  # canonical: equal text is an equal int
+# A port: canonical, 0 to 65535 (a bigger number leaves the line to the full parser, which
+# counts it garbled).
+_PORT = (
+    "(?!0[0-9])(?![0-9]{6})(?!6553[6-9]|655[4-9][0-9]|65[6-9][0-9]{2}|6[6-9][0-9]{3}|[7-9][0-9]{4})"
+    "([0-9]+)"
+)
+# An IPv4 address, each part 0 to 255 without leading zeros; anything else (IPv6, 999.0.0.1)
+# is left to the full parser.
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_ADDRESS = rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}"
 
 
 def _canonical_logemu(*, stamp: bool, tail: bool) -> re.Pattern[str]:
@@ -86,18 +104,19 @@ def _canonical_logemu(*, stamp: bool, tail: bool) -> re.Pattern[str]:
     return re.compile(
         rf"^{capture_stamp}{_MONTH} [ 1-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]) "
         r"([^ =\n]+) ([^=\n]*)(?<= )IN=[^ \n]* OUT=[^ \n]* (?:MAC=[^ \n]* |)"
-        r"SRC=([0-9A-Fa-f:.]+ DST=[0-9A-Fa-f:.]+) "
+        rf"SRC=({_IPV4_ADDRESS} DST={_IPV4_ADDRESS}) "
         rf"LEN=[0-9]+ TOS=[^ \n]+ PREC=[^ \n]+ TTL=[0-9]+ ID={_NUMBER} (?:DF |)"
         r"PROTO=(?:(?=TCP )|(?![A-Z]+ SPT=[0-9]+ DPT=[0-9]+ SEQ=))"
-        rf"([A-Z]+) SPT={_NUMBER} DPT={_NUMBER}(?: SEQ={_NUMBER}|(?! SEQ=))"
+        rf"([A-Z]+) SPT={_PORT} DPT={_PORT}(?: SEQ={_NUMBER}|(?! SEQ=))"
         rf" {capture_tail}[^\n]*)(?<= )MARK=(?:0x|){capture_tail}[0-9A-Fa-f]+)$",
         re.MULTILINE,
     )
 
 
 # Rows: --json (stamp, node, prefix, "src DST=dst", id, proto, spt, dpt, seq, tail, mark, key);
-# --summary (node, prefix, "src DST=dst", id, proto, spt, dpt, seq, key). Absent numbers are "".
-# The regex's groups are a row without its key. The key names the packet: its parts (node,
+# --summary (node, prefix, "src DST=dst", proto, dpt, key). Absent numbers are "". The regex's
+# groups are a --json row without its key (--summary: with id, spt and seq, which only its key
+# needs: see _Layout.fields). The key names the packet: its parts (node,
 # "src DST=dst", id, proto, spt, dpt, seq) joined by newlines, one string that hashes and
 # compares at C speed; a tuple of the parts when one is not a string without a newline.
 _EVENT_ROW = _canonical_logemu(stamp=True, tail=True)
@@ -108,17 +127,22 @@ PacketKey = str | tuple[Any, ...]
 
 class _Layout(NamedTuple):
     pattern: re.Pattern[str]
-    prefix: int
-    key_parts: Callable[[Row], tuple[Any, ...]]
+    prefix: int  # where a row holds the prefix
+    key_parts: Callable[[Row], tuple[Any, ...]]  # of the regex's groups
+    fields: Callable[[Row], tuple[Any, ...]] | None  # the groups a row keeps (None: all)
     key: Callable[[Row], PacketKey]
 
 
 _LAYOUTS = {
     "events": _Layout(
-        _EVENT_ROW, 2, operator.itemgetter(1, 3, 4, 5, 6, 7, 8), operator.itemgetter(11)
+        _EVENT_ROW, 2, operator.itemgetter(1, 3, 4, 5, 6, 7, 8), None, operator.itemgetter(-1)
     ),
     "summary": _Layout(
-        _SUMMARY_ROW, 1, operator.itemgetter(0, 2, 3, 4, 5, 6, 7), operator.itemgetter(8)
+        _SUMMARY_ROW,
+        1,
+        operator.itemgetter(0, 2, 3, 4, 5, 6, 7),
+        operator.itemgetter(0, 1, 2, 4, 6),
+        operator.itemgetter(-1),
     ),
 }
 
@@ -131,8 +155,9 @@ def packet_key(parts: tuple[Any, ...]) -> PacketKey:
 
 
 def _keyed(groups: tuple[Any, ...], layout: _Layout) -> Row:
-    """A row: the regex's groups (or a record's, in their places) and the packet key."""
-    return (*groups, packet_key(layout.key_parts(groups)))
+    """A row: the regex's groups (or a record's, in their places) it keeps, and the packet key."""
+    kept = groups if layout.fields is None else layout.fields(groups)
+    return (*kept, packet_key(layout.key_parts(groups)))
 
 
 def _text(value: int | None) -> str:
@@ -162,11 +187,15 @@ def row_of_record(record: LogRecord, mode: str) -> Row:
 
 
 class FileRange(NamedTuple):
-    """Bytes [start, end) of a file, read by the worker itself (end is just after a newline)."""
+    """Bytes [start, end) of a file the parent holds open, read by a worker through the
+    parent's descriptor (`source`, /proc/PID/fd/N: the same file even after a rename); end is
+    just after a newline but for the file's last range."""
 
-    path: str
+    name: str
+    source: str
     start: int
     end: int
+    last: bool
 
 
 class ChunkTask(NamedTuple):
@@ -201,7 +230,7 @@ def _lines_of(text: str) -> list[str]:
     return lines
 
 
-def _split(data: bytes, mode: str) -> tuple[list[Row | None], int] | None:
+def _split(data: bytes | memoryview, mode: str) -> tuple[list[Row | None], int] | None:
     """Each line's row from the C splitter (None where it leaves the line to the regex) and
     the None count; None without the splitter or for a chunk it leaves to the regex."""
     if _logemu is None:
@@ -210,7 +239,7 @@ def _split(data: bytes, mode: str) -> tuple[list[Row | None], int] | None:
 
 
 def chunk_rows(
-    task: ChunkTask, data: bytes
+    task: ChunkTask, data: bytes | memoryview
 ) -> tuple[list[Row], list[str], list[tuple[int, str]], int]:
     """Rows of a chunk, each row's origin (JSON-quoted; --json only), the garbled lines
     (line number counted from task.line_base, why) and the number of lines."""
@@ -268,86 +297,109 @@ def chunk_rows(
     return rows, origins, garbled, line_count
 
 
-def summary_entry(group: Group, real: bool) -> Any:
-    """What --summary keeps of an event: (node, "src DST=dst", protocol, port), policies, real."""
+def summary_entry(group: Group, real: bool) -> EventClass:
+    """What --summary keeps of an event: its class (see Tallies)."""
     row = group[3]
-    return ((row[0], row[2], row[4], row[6]), tuple(group[1]), real)
+    return "\n".join([row[2], row[3], row[4], row[0] or "", "1" if real else "", *group[1]])
 
 
 def _joiner(layout: _Layout, window: int, emit: Emit, *, collect: bool) -> PacketJoiner:
-    return PacketJoiner(
-        window, layout.key, operator.itemgetter(layout.prefix), emit, collect=collect
+    return PacketJoiner(window, layout.prefix, emit, collect=collect)
+
+
+# --summary counts events by class: "src DST=dst", protocol, port, node, "1" if real, and the
+# policies, joined by newlines (none of them holds one: the splitter's fields cannot, and
+# parse_json_line refuses them in a host name or prefix; a string hashes once, a tuple at
+# every look-up). A part of the input (a worker's chunk) gives its events per flow and, per
+# flow, its classes: {class: [order key of the first such event (where the full path emits
+# it, counted from the part's start), events]}. Per-flow work waits until the flows to print
+# are known (summary_flows).
+EventClass = str
+FlowKey = tuple[str, str, str]  # "src DST=dst", protocol, port
+PartCounts = tuple[dict[FlowKey, int], dict[FlowKey, dict[EventClass, list[int]]]]
+
+
+def _part_counts(orders: list[int], classes: list[EventClass]) -> PartCounts:
+    """The counts of events of these classes, closed at these (increasing) order keys."""
+    # Counting and finding each class's first order key at C speed: a dict keeps the value
+    # written last, so the reversed pairs leave each class its first key.
+    firsts = dict(zip(reversed(classes), reversed(orders), strict=True))
+    totals: dict[FlowKey, int] = {}
+    by_flow: dict[FlowKey, dict[EventClass, list[int]]] = {}
+    get_total, get_classes = totals.get, by_flow.get
+    for event_class, count in Counter(classes).items():
+        addresses, protocol, port, _ = event_class.split("\n", 3)
+        flow = (addresses, protocol, port)
+        totals[flow] = get_total(flow, 0) + count
+        known = get_classes(flow)
+        if known is None:
+            by_flow[flow] = {event_class: [firsts[event_class], count]}
+        else:
+            known[event_class] = [firsts[event_class], count]
+    return totals, by_flow
+
+
+@dataclass
+class FlowCounts:
+    """What --summary counted: events per flow, and each part's classes (see PartCounts) with
+    the order key its part starts at."""
+
+    totals: dict[FlowKey, int] = field(default_factory=dict)
+    parts: list[tuple[int, dict[FlowKey, dict[EventClass, list[int]]]]] = field(
+        default_factory=list
     )
 
-
-# --summary keeps per flow ("src DST=dst", protocol, port): [first order, events, real events,
-# {policy: [(first order, place in the event's policies), events]}, {nodes}]. An order is a
-# sort key of the full joiner's emission order: an int in a worker, (int, first) in the parent.
-FlowTally = list[Any]
-
-
-def _tally(tallies: dict[Any, FlowTally], entry: Any, order: Any) -> None:
-    """Count one event (a summary_entry) whose emission order is `order`."""
-    (node, addresses, protocol, port), policies, real = entry
-    flow = (addresses, protocol, port)
-    tally = tallies.get(flow)
-    if tally is None:
-        tally = tallies[flow] = [order, 0, 0, {}, set()]
-    elif order < tally[0]:
-        tally[0] = order
-    tally[1] += 1
-    tally[2] += 1 if real else 0
-    named = tally[3]
-    for index, policy in enumerate(policies):
-        seen = named.get(policy)
-        if seen is None:
-            named[policy] = [(order, index), 1]
+    def add(self, base: int, counts: PartCounts) -> None:
+        part_totals, by_flow = counts
+        if not self.totals:
+            self.totals.update(part_totals)
         else:
-            seen[0] = min(seen[0], (order, index))
-            seen[1] += 1
-    if node:
-        tally[4].add(node)
+            get = self.totals.get
+            for flow, events in part_totals.items():
+                self.totals[flow] = get(flow, 0) + events
+        self.parts.append((base, by_flow))
 
-
-def _merge_tallies(into: dict[Any, FlowTally], worker: dict[Any, FlowTally], base: int) -> None:
-    """Add a worker's tallies (int orders from its chunk's start) to the parent's."""
-    for flow, (order, events, real, named, nodes) in worker.items():
-        order = (order + base, 0)
-        tally = into.get(flow)
-        if tally is None:
-            tally = into[flow] = [order, 0, 0, {}, nodes]
-        else:
-            tally[0] = min(tally[0], order)
-            tally[4] |= nodes
-        tally[1] += events
-        tally[2] += real
-        known = tally[3]
-        for policy, ((first, index), count) in named.items():
-            place = ((first + base, 0), index)
-            seen = known.get(policy)
-            if seen is None:
-                known[policy] = [place, count]
-            else:
-                seen[0] = min(seen[0], place)
-                seen[1] += count
+    def classes(self, flow: FlowKey) -> list[tuple[int, int, EventClass]]:
+        """(first order key, events, class) of a flow's classes, in the order they came."""
+        merged: dict[EventClass, list[int]] = {}
+        for base, by_flow in self.parts:
+            for event_class, (order, events) in by_flow.get(flow, {}).items():
+                seen = merged.get(event_class)
+                if seen is None:
+                    merged[event_class] = [base + order, events]
+                else:
+                    seen[0] = min(seen[0], base + order)
+                    seen[1] += events
+        return sorted(
+            (order, events, event_class) for event_class, (order, events) in merged.items()
+        )
 
 
 def _scan_chunk(task: ChunkTask) -> ChunkResult:
-    """Worker: parse a chunk and join it from an empty state (positions relative to it)."""
-    rows, origins, garbled, line_count = chunk_rows(task, _chunk_data(task.data))
+    """Worker: parse a chunk and join it from an empty state (positions relative to it),
+    SLICE_BYTES at a time."""
     layout = _LAYOUTS[task.mode]
     events = task.mode == "events"
     keys: list[int] = []
     payloads: list[Any] = []
-    counts: dict[Any, FlowTally] = {}
-    emit = _WORKER.emitter(task.mode, keys, payloads, counts)
+    emit = _WORKER.emitter(task.mode, keys, payloads)
     joiner = _joiner(layout, task.window, emit, collect=events)
-    head_end = min(2 * task.window, len(rows))
-    joiner.open_groups.update(dict.fromkeys(map(layout.key, rows[:head_end]), HEAD))
-    items: Iterable[Any] = zip(rows, origins, strict=True) if events else itertools.repeat(None)
-    positioned = zip(itertools.count(), rows, items)
-    head = list(itertools.islice(positioned, head_end))
-    joiner.feed(positioned, head=head)
+    head: list[tuple[int, Row, Any]] | None = None
+    garbled: list[tuple[int, str]] = []
+    line_count = records = 0
+    for data, last in _slices(task.data):
+        part = task._replace(line_base=task.line_base + line_count, final=task.final and last)
+        rows, origins, part_garbled, part_lines = chunk_rows(part, data)
+        garbled.extend(part_garbled)
+        items: Iterable[Any] = zip(rows, origins, strict=True) if events else itertools.repeat(None)
+        positioned = zip(itertools.count(records), rows, items)
+        if head is None:
+            head_end = min(2 * task.window, len(rows))
+            joiner.open_groups.update(dict.fromkeys(map(layout.key, rows[:head_end]), HEAD))
+            head = list(itertools.islice(positioned, head_end))
+        joiner.feed(positioned, head=head)
+        line_count += part_lines
+        records += len(rows)
     ends: list[int] = []
     if events:
         text = "".join(payloads)
@@ -358,12 +410,12 @@ def _scan_chunk(task: ChunkTask) -> ChunkResult:
         payloads = [_spooled(text.encode(), task.spool)]
     return ChunkResult(
         lines=line_count,
-        records=len(rows),
+        records=records,
         garbled=garbled,
         keys=keys,
-        payloads=payloads if events else [counts],
+        payloads=payloads if events else [_part_counts(keys, payloads)],
         ends=ends,
-        head=head,
+        head=head or [],
         open_groups=[group for group in joiner.open_groups.values() if group is not HEAD],
     )
 
@@ -397,8 +449,10 @@ def _unspooled(payload: bytes | Path) -> bytes:
             payload.unlink()
 
 
-def _decode(data: bytes) -> str:
+def _decode(data: bytes | memoryview) -> str:
     # As TextIOWrapper(newline=None) reads: \r\n and \r end lines too.
+    if isinstance(data, memoryview):
+        data = data.tobytes()
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     return data.decode("utf-8", errors="replace")
@@ -436,48 +490,59 @@ def _mark_json(mark: str | None) -> str:
 
 
 _EVENT_LINE = (
-    '{"time": %s, %s, "source_port": %s, "destination_port": %s, %s, "real": %s, "ip_id": %s, '
-    '"tcp_seq": %s, "flags": %s, "mark": %s, "lines": %d, "passes": %d, "origins": [%s], %s}\n'
+    '{"time": %s, "node": %s, "source": "%s", "protocol": %s, "source_port": %s, '
+    '"destination_port": %s, %s, "real": %s, "ip_id": %s, "tcp_seq": %s, "flags": %s, '
+    '"mark": %s, "lines": %d, "passes": %d, "origins": [%s], %s}\n'
 )
+_BETWEEN_ADDRESSES = '", "destination": "'
+
+
+def _view_texts(
+    source_pod: str | None, destination_pod: str | None, expected: str | None
+) -> tuple[str, str]:
+    """The view's part of an event's JSON: for a real drop, and for a policy line only."""
+    allowed = expected == "allowed"
+    view = (
+        f'"source_pod": {_json_text(source_pod)}, '
+        f'"destination_pod": {_json_text(destination_pod)}, '
+        f'"expected": {_json_text(expected)}, "flagged": {"true" if allowed else "false"}'
+    )
+    real_verdict = "unexpected drop" if allowed else "drop"
+    false_verdict = "false drop" if allowed else "policy line only"
+    return f'{view}, "verdict": "{real_verdict}"', f'{view}, "verdict": "{false_verdict}"'
+
+
+_UNKNOWN_VIEW = _view_texts(None, None, None)
 
 
 class EventFormatter:
     """Writes an event exactly as `json.dumps(EventView.to_dict())` with ", "/": " would.
 
     The parts that repeat from event to event (a flow's names and verdicts, a policy list, a
-    time stamp) are cached as ready JSON text.
+    time stamp, a node) are cached as ready JSON text. Addresses need no escaping: the chunk
+    regex and the full parser take only IPv4 and IPv6 addresses.
     """
 
     def __init__(self, enricher: Enricher) -> None:
         self.enricher = enricher
-        self._flows: dict[tuple[str, str, str, str], tuple[str, str, str]] = {}
+        self._names = bool(enricher.pods)  # else no flow has a pod name or an expectation
+        self._views: dict[tuple[str, str, str], tuple[str, str]] = {}
         self._policies: dict[tuple[str, ...], str] = {}
-        self._stamps: dict[str | None, str] = {}
+        self._texts: dict[str | None, str] = {}  # time stamps, nodes, protocols
 
-    def _flow(self, node: str, addresses: str, port: str, protocol: str) -> tuple[str, str, str]:
-        flow_key = (node, addresses, port, protocol)
-        known = self._flows.get(flow_key)
+    def _view(self, addresses: str, port: str, protocol: str) -> tuple[str, str]:
+        if not self._names:
+            return _UNKNOWN_VIEW
+        flow_key = (addresses, port, protocol)
+        known = self._views.get(flow_key)
         if known is None:
             source, destination = addresses.split(" DST=")
-            source_pod, destination_pod, expected = self.enricher.describe(
-                source, destination, int(port) if port else None, protocol
+            known = _view_texts(
+                *self.enricher.describe(source, destination, int(port) if port else None, protocol)
             )
-            allowed = expected == "allowed"
-            view = (
-                f'"source_pod": {_json_text(source_pod)}, '
-                f'"destination_pod": {_json_text(destination_pod)}, '
-                f'"expected": {_json_text(expected)}, "flagged": {"true" if allowed else "false"}'
-            )
-            real_verdict = "unexpected drop" if allowed else "drop"
-            false_verdict = "false drop" if allowed else "policy line only"
-            if len(self._flows) > 65536:
-                self._flows.clear()
-            known = self._flows[flow_key] = (
-                f'"node": {_json_text(node)}, "source": "{source}", '
-                f'"destination": "{destination}", "protocol": {_json_text(protocol)}',
-                f'{view}, "verdict": "{real_verdict}"',
-                f'{view}, "verdict": "{false_verdict}"',
-            )
+            if len(self._views) > 1 << 19:
+                self._views.clear()
+            self._views[flow_key] = known
         return known
 
     def _policy_text(self, policies: tuple[str, ...]) -> str:
@@ -488,24 +553,26 @@ class EventFormatter:
             text = self._policies[policies] = f'"policy": {first}, "policies": [{", ".join(names)}]'
         return text
 
-    def _stamp(self, stamp: str | None) -> str:
-        text = self._stamps.get(stamp)
+    def _text(self, value: str | None) -> str:
+        text = self._texts.get(value)
         if text is None:
-            if len(self._stamps) > 4096:
-                self._stamps.clear()
-            text = self._stamps[stamp] = _json_text(stamp)
+            if len(self._texts) > 4096:
+                self._texts.clear()
+            text = self._texts[value] = _json_text(value)
         return text
 
     def close(self, group: Group, real: bool) -> str:
         records = group[2]  # (row, origin) of each line
         first_row = group[3]
-        _, node, _, addresses, ip_id, protocol, source_port, destination_port, seq = first_row[:9]
+        stamp, node, _, addresses, ip_id, protocol, source_port, destination_port, seq = first_row[
+            :9
+        ]
+        texts = self._texts
         # Cache hits inline (each cached text is non-empty); misses go through the methods.
-        flow = self._flows.get((node, addresses, destination_port, protocol)) or self._flow(
-            node, addresses, destination_port, protocol
+        view = (
+            _UNKNOWN_VIEW if not self._names else self._view(addresses, destination_port, protocol)
         )
         policies = tuple(group[1])
-        stamp = first_row[0]
         mark = records[-1][0][10]
         if protocol == "TCP":
             tail = first_row[9]
@@ -514,8 +581,10 @@ class EventFormatter:
         else:
             flags, tcp_seq = "[]", "null"
         return _EVENT_LINE % (
-            self._stamps.get(stamp) or self._stamp(stamp),
-            flow[0],
+            texts.get(stamp) or self._text(stamp),
+            texts.get(node) or self._text(node),
+            addresses.replace(" DST=", _BETWEEN_ADDRESSES),
+            texts.get(protocol) or self._text(protocol),
             source_port or "null",
             destination_port or "null",
             self._policies.get(policies) or self._policy_text(policies),
@@ -527,7 +596,7 @@ class EventFormatter:
             len(records),
             group[5],
             records[0][1] if len(records) == 1 else ", ".join([origin for _, origin in records]),
-            flow[1] if real else flow[2],
+            view[0] if real else view[1],
         )
 
 
@@ -535,18 +604,10 @@ class EventFormatter:
 class _WorkerState:
     formatter: EventFormatter | None = None
 
-    def emitter(
-        self, mode: str, keys: list[int], payloads: list[Any], counts: dict[Any, FlowTally]
-    ) -> Emit:
-        """Where a joiner's closed events go: JSON lines and their order keys, or tallies."""
-        if mode == "summary":
-
-            def tally(order_key: int, group: Group, real: bool) -> None:
-                _tally(counts, summary_entry(group, real), order_key)
-
-            return tally
-        assert self.formatter is not None
-        close = self.formatter.close
+    def emitter(self, mode: str, keys: list[int], payloads: list[Any]) -> Emit:
+        """Where a worker's closed events go: JSON lines, or event classes (see PartCounts),
+        with their order keys."""
+        close = self.closer(mode)
 
         def write(order_key: int, group: Group, real: bool) -> None:
             keys.append(order_key)
@@ -579,6 +640,8 @@ def _init_worker(formatter: EventFormatter | None) -> None:
 class _FileEnd(NamedTuple):
     name: str
     error: str | None  # why reading stopped early ("file ends badly"), else None
+    stream: IO[bytes] | None = None  # the file the workers read through, closed at its end
+    size: int = 0  # its size when its ranges were cut
 
 
 def _read_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, bool] | _FileEnd]:
@@ -591,14 +654,20 @@ def _read_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, bool] | 
     except OSError as error:
         raise LogFileError(f"{path}: cannot read: {error.strerror or error}") from None
     pending = b""
+    first_read_done = False
     read = getattr(stream, "read1", stream.read)
+    plain = path.suffix != ".gz"
     try:
+        size_at_open = os.fstat(stream.fileno()).st_size if plain else 0
+        total = 0
         parts: list[bytes] = []
         size = 0
         while True:
             try:
                 block = read(chunk_bytes)
             except (OSError, EOFError) as error:
+                if not first_read_done:
+                    check_gzip_start(path, error)
                 # A truncated .gz: the full path reads every whole line before the error
                 # and loses the partial one.
                 data = pending + b"".join(parts)
@@ -607,10 +676,12 @@ def _read_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, bool] | 
                     yield data[: cut + 1], False
                 yield _FileEnd(name, f"file ends badly: {error}")
                 return
+            first_read_done = True
             if not block:
                 break
             parts.append(block)
             size += len(block)
+            total += len(block)
             if size < chunk_bytes:
                 continue
             data = pending + b"".join(parts)
@@ -621,6 +692,8 @@ def _read_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, bool] | 
                 continue
             yield data[: cut + 1], False
             pending = data[cut + 1 :]
+        if total < size_at_open:
+            raise LogChangedError.of(name, f"shrank from {size_at_open} bytes to {total}")
         data = pending + b"".join(parts)
         if data:
             yield data, True
@@ -629,47 +702,85 @@ def _read_chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, bool] | 
         stream.close()
 
 
-def _plain_ranges(path: Path, chunk_bytes: int) -> list[FileRange]:
-    """Split a plain file at newlines into ranges of about chunk_bytes."""
-    name = str(path)
-    try:
-        with open(path, "rb") as stream:
-            size = os.fstat(stream.fileno()).st_size
-            ranges: list[FileRange] = []
-            start = 0
-            while start < size:
-                end = start + chunk_bytes
-                while end < size:
-                    stream.seek(end)
-                    block = stream.read(1 << 16)
-                    newline = block.find(b"\n")
-                    if newline >= 0:
-                        end += newline + 1
-                        break
-                    end += len(block) or size
-                ranges.append(FileRange(name, start, min(end, size)))
-                start = min(end, size)
-            return ranges
-    except OSError as error:
-        raise LogFileError(f"{path}: cannot read: {error.strerror or error}") from None
+def _plain_ranges(name: str, stream: IO[bytes], size: int, chunk_bytes: int) -> list[FileRange]:
+    """Split the first `size` bytes of an open plain file at newlines into ranges of about
+    chunk_bytes, for workers to read through the parent's descriptor."""
+    source = f"/proc/{os.getpid()}/fd/{stream.fileno()}"
+    ranges: list[FileRange] = []
+    start = 0
+    while start < size:
+        end = start + chunk_bytes
+        while end < size:
+            block = os.pread(stream.fileno(), 1 << 16, end)
+            newline = block.find(b"\n")
+            if newline >= 0:
+                end += newline + 1
+                break
+            end += len(block) or size
+        end = min(end, size)
+        ranges.append(FileRange(name, source, start, end, end == size))
+        start = end
+    return ranges
 
 
-def _chunk_data(data: bytes | FileRange) -> bytes:
+def _slices(data: bytes | FileRange) -> Iterator[tuple[memoryview, bool]]:
+    """A chunk's bytes, SLICE_BYTES or so at a time cut after a newline, and whether each is
+    the chunk's last. A range is read through the parent's descriptor into one buffer, reused
+    from slice to slice: a slice is valid until the next is asked for."""
     if isinstance(data, bytes):
-        return data
+        whole = memoryview(data)
+        start = 0
+        while len(data) - start > SLICE_BYTES:
+            cut = data.rfind(b"\n", start, start + SLICE_BYTES) + 1
+            if cut <= start:
+                break
+            yield whole[start:cut], False
+            start = cut
+        yield whole[start:], True
+        return
     try:
-        with open(data.path, "rb") as stream:
-            stream.seek(data.start)
-            return stream.read(data.end - data.start)
+        descriptor = os.open(data.source, os.O_RDONLY)
     except OSError as error:
-        raise LogFileError(f"{data.path}: cannot read: {error.strerror or error}") from None
+        raise LogFileError(f"{data.name}: cannot read: {error.strerror or error}") from None
+    try:
+        buffer = bytearray(min(SLICE_BYTES, data.end - data.start))
+        view = memoryview(buffer)
+        start, kept = data.start, 0  # kept: bytes of an unfinished line at the buffer's start
+        while True:
+            length = min(len(buffer) - kept, data.end - start)
+            if length and os.preadv(descriptor, [view[kept : kept + length]], start) < length:
+                raise LogChangedError.of(data.name, f"shrank below {data.end} bytes")
+            start += length
+            filled = kept + length
+            if start == data.end:
+                if not data.last and not buffer.endswith(b"\n", 0, filled):
+                    raise LogChangedError.of(data.name, f"changed at byte {data.end}")
+                yield view[:filled], True
+                return
+            cut = buffer.rfind(b"\n", 0, filled) + 1
+            if cut == 0:  # a line longer than the buffer
+                buffer = bytearray(2 * len(buffer))
+                buffer[:filled] = view[:filled]
+                view, kept = memoryview(buffer), filled
+                continue
+            yield view[:cut], False
+            buffer[: filled - cut] = view[cut:filled]
+            kept = filled - cut
+    except OSError as error:
+        if isinstance(error, LogFileError):
+            raise
+        raise LogFileError(f"{data.name}: cannot read: {error.strerror or error}") from None
+    finally:
+        os.close(descriptor)
 
 
 def _range_line_count(data: FileRange) -> int:
-    return _line_count(_chunk_data(data))
+    return sum(_line_count(part) for part, _ in _slices(data))
 
 
-def _line_count(data: bytes) -> int:
+def _line_count(data: bytes | memoryview) -> int:
+    if isinstance(data, memoryview):
+        data = data.tobytes()
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     count = data.count(b"\n")
@@ -689,7 +800,7 @@ class _Merger:
     window: int
     emit: Callable[[list[Any]], object]
     offset: int = 0  # records before the current chunk
-    tally: dict[Any, FlowTally] = field(default_factory=dict)  # --summary
+    counts: FlowCounts = field(default_factory=FlowCounts)  # --summary
     closed: list[tuple[int, Group, bool]] = field(default_factory=list)
     joiner: PacketJoiner = field(init=False)
 
@@ -718,13 +829,11 @@ class _Merger:
     def _emit_merged(
         self, result: ChunkResult, extra: list[tuple[int, Group, bool]], offset: int
     ) -> None:
-        close = _WORKER.closer(self.mode)
         if self.mode == "summary":
-            for counts in result.payloads:
-                _merge_tallies(self.tally, counts, 3 * offset)
-            for order_key, group, real in extra:
-                _tally(self.tally, close(group, real), (order_key, 0))
+            self.counts.add(3 * offset, result.payloads[0])
+            self._count(extra)
             return
+        close = _WORKER.closer(self.mode)
         lines = _unspooled(result.payloads[0])
         if not extra:
             self.emit([lines])
@@ -743,17 +852,23 @@ class _Merger:
         out.append(view[cut:])
         self.emit(out)
 
+    def _count(self, closed: list[tuple[int, Group, bool]]) -> None:
+        """Count events the parent closed, at order keys from the input's start."""
+        if closed:
+            orders = [order_key for order_key, _, _ in closed]
+            classes = [summary_entry(group, real) for _, group, real in closed]
+            self.counts.add(0, _part_counts(orders, classes))
+
     def finish(self) -> None:
         """End of input: what the full path's final flush emits, in first-line order."""
-        final_key = 3 * self.offset + 3
-        self.joiner.flush(final_key)
+        self.joiner.flush(3 * self.offset + 3)
         closed, self.closed = self.closed, []
-        close = _WORKER.closer(self.mode)
         if self.mode == "summary":
-            for order_key, group, real in closed:
-                _tally(self.tally, close(group, real), (order_key, group[0]))
-            self.emit([self.tally])
+            # One order key for the final flush, which emits in first-line order.
+            self._count([(order_key + group[0], group, real) for order_key, group, real in closed])
+            self.emit([self.counts])
         else:
+            close = _WORKER.closer(self.mode)
             self.emit([close(group, real).encode() for _, group, real in closed])
 
 
@@ -773,11 +888,23 @@ def _chunks(
                 data, last = chunk
                 yield data, last, _line_count(data) if mode == "events" else 0
         return
-    ranges = _plain_ranges(path, chunk_bytes)
-    counts = pool.map(_range_line_count, ranges) if mode == "events" else [0] * len(ranges)
-    for index, (file_range, lines) in enumerate(zip(ranges, counts, strict=True)):
-        yield file_range, index == len(ranges) - 1, lines
-    yield _FileEnd(str(path), None)
+    name = str(path)
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - closed with the file's _FileEnd
+    except OSError as error:
+        raise LogFileError(f"{path}: cannot read: {error.strerror or error}") from None
+    end = _FileEnd(name, None, stream)
+    try:
+        size = os.fstat(stream.fileno()).st_size
+        end = end._replace(size=size)
+        ranges = _plain_ranges(name, stream, size, chunk_bytes)
+        counts = pool.map(_range_line_count, ranges) if mode == "events" else [0] * len(ranges)
+    except BaseException:
+        stream.close()
+        raise
+    for file_range, lines in zip(ranges, counts, strict=True):
+        yield file_range, file_range.last, lines
+    yield end
 
 
 def _jobs() -> int:
@@ -787,6 +914,21 @@ def _jobs() -> int:
         return os.cpu_count() or 1
 
 
+@contextlib.contextmanager
+def _no_cycle_collector() -> Iterator[None]:
+    """Joining and counting make millions of short-lived lists and tuples and no reference
+    cycles: the cycle collector would only walk them, for a tenth of the time or more. Forked
+    workers inherit this."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+@_no_cycle_collector()
 def scan(
     paths: Sequence[Path],
     nodes: dict[str, str],
@@ -800,10 +942,11 @@ def scan(
     chunk_bytes: int | None = None,
 ) -> None:
     """Read the files in order and emit what they hold: for "events", bytes-like pieces of
-    UTF-8 JSON lines, to be written in order; for "summary", one FlowTally dict at the end.
+    UTF-8 JSON lines, to be written in order; for "summary", its FlowCounts at the end.
 
     Raises LogFileError naming a file that cannot be opened, after emitting what came before.
     """
+    explicit_chunks = chunk_bytes is not None
     chunk_bytes = chunk_bytes or CHUNK_BYTES[mode]
     formatter = EventFormatter(enricher) if mode == "events" else None
     _WORKER.formatter = formatter
@@ -813,7 +956,6 @@ def scan(
         with contextlib.suppress(OSError):
             total_bytes += path.stat().st_size
     jobs = _jobs() if jobs is None else jobs
-    collecting = gc.isenabled()
     pool: Pool | None = None
     spool: str | None = None
     # (file, are the chunk's line numbers counted from the chunk's start, result) or a file's
@@ -829,6 +971,8 @@ def scan(
                 file_lines = 0
                 if item.error is not None:
                     stats.note_garbled(f"{item.name}:{stats.lines}", item.error)
+                if item.stream is not None:
+                    _close_checked(item)
                 continue
             name, from_chunk_start, outcome = item
             result: ChunkResult = outcome.get() if pool is not None else outcome
@@ -841,10 +985,6 @@ def scan(
             merger.take(result)
 
     try:
-        # Joining makes millions of short-lived lists and tuples and no reference cycles: the
-        # cycle collector would only walk them, for about a tenth of the time. Forked workers
-        # inherit this.
-        gc.disable()
         if jobs > 1 and total_bytes >= PARALLEL_MIN_BYTES:
             # fork is the cheapest start, but a fork of a process with other threads
             # (ansible-runner leaves some after --inventory) can inherit a lock held forever.
@@ -854,6 +994,8 @@ def scan(
             if mode == "events":
                 with contextlib.suppress(OSError):
                     spool = tempfile.mkdtemp(prefix="k3s-netpol-logs-")
+            if mode == "summary" and not explicit_chunks:
+                chunk_bytes = max(chunk_bytes, -(-total_bytes // jobs))
             context = multiprocessing.get_context(method)
             pool = context.Pool(jobs, initializer=_init_worker, initargs=(formatter,))
         for path in paths:
@@ -889,47 +1031,66 @@ def scan(
             pool.join()
         if spool is not None:
             shutil.rmtree(spool, ignore_errors=True)
-        if collecting:
-            gc.enable()
+        for item in in_flight:
+            if isinstance(item, _FileEnd) and item.stream is not None:
+                item.stream.close()
 
 
-def summary_flows(
-    tallies: dict[Any, FlowTally], enricher: Enricher, top: int | None
-) -> list[FlowSummary]:
-    """logs.summarize over the events the tallies count: same flows, order and ties."""
-    merged: dict[tuple[str, str, str, int | None], FlowTally] = {}
-    for (addresses, protocol, port_text), (order, events, real, named, nodes) in tallies.items():
+def _close_checked(end: _FileEnd) -> None:
+    """Close a file the workers read through; one that shrank meanwhile lost lines."""
+    assert end.stream is not None
+    try:
+        size = os.fstat(end.stream.fileno()).st_size
+    finally:
+        end.stream.close()
+    if size < end.size:
+        raise LogChangedError.of(end.name, f"shrank from {end.size} bytes to {size}")
+
+
+@_no_cycle_collector()
+def summary_flows(counts: FlowCounts, enricher: Enricher, top: int | None) -> list[FlowSummary]:
+    """logs.summarize over the events counted: same flows, order and ties.
+
+    Only the flows that can be among the `top` (those with at least the top-th most events) are
+    named and checked against the model: the rank's tie-breaks need their pod names. Naming
+    never merges two flows: an address names at most one pod, and pod names are not addresses.
+    """
+    totals = counts.totals
+    least = 0
+    if top is not None and len(totals) > top:
+        least = heapq.nlargest(top, totals.values())[-1]
+    candidates = []
+    for flow, events in totals.items():
+        if events >= least:
+            classes = counts.classes(flow)
+            candidates.append((classes[0][0], flow, events, classes))
+    # logs.summarize meets the flows in the order of their first events, and its sort is stable.
+    candidates.sort(key=operator.itemgetter(0))
+    summaries: list[FlowSummary] = []
+    for _, (addresses, protocol, port_text), events, classes in candidates:
         source, destination = addresses.split(" DST=")
         port = int(port_text) if port_text else None
         source_pod, destination_pod, expected = enricher.describe(
             source, destination, port, protocol
         )
-        flow_key = (source_pod or source, destination_pod or destination, protocol, port)
-        flagged = events if expected == "allowed" else 0
-        tally = merged.get(flow_key)
-        if tally is None:
-            merged[flow_key] = [order, events, real, flagged, dict(named), set(nodes)]
-            continue
-        tally[0] = min(tally[0], order)
-        tally[1] += events
-        tally[2] += real
-        tally[3] += flagged
-        for policy, (place, count) in named.items():
-            seen = tally[4].get(policy)
-            tally[4][policy] = (
-                [place, count] if seen is None else [min(seen[0], place), seen[1] + count]
-            )
-        tally[5] |= nodes
-    flows: list[FlowSummary] = []
-    for flow_key, (_, events, real, flagged, named, nodes) in sorted(
-        merged.items(), key=lambda item: item[1][0]
-    ):
-        summary = FlowSummary(*flow_key, events=events, real=real, flagged=flagged, nodes=nodes)
-        for policy, (_, count) in sorted(named.items(), key=lambda item: item[1][0]):
-            summary.policies[policy] = count
-        flows.append(summary)
+        summary = FlowSummary(
+            source_pod or source,
+            destination_pod or destination,
+            protocol,
+            port,
+            events=events,
+            flagged=events if expected == "allowed" else 0,
+        )
+        for _, count, event_class in classes:
+            _, _, _, node, real, *policies = event_class.split("\n")
+            summary.real += count if real else 0
+            for policy in policies:
+                summary.policies[policy] += count
+            if node:
+                summary.nodes.add(node)
+        summaries.append(summary)
     ranked = sorted(
-        flows,
+        summaries,
         key=lambda flow: (-flow.events, flow.source, flow.destination, flow.destination_port or 0),
     )
     return ranked if top is None else ranked[:top]
@@ -937,6 +1098,7 @@ def summary_flows(
 
 __all__ = [
     "EventFormatter",
+    "FlowCounts",
     "scan",
     "summary_flows",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -18,16 +19,18 @@ from k3s_netpol.logs import (
     EventJoiner,
     EventView,
     FlowSummary,
+    LogChangedError,
     LogFileError,
     LogRecord,
     ParseStats,
+    distinct_files,
     follow_records,
     iter_file_records,
     parse_time_bound,
     rotation_order,
     summarize,
 )
-from k3s_netpol.logscan import scan, summary_flows
+from k3s_netpol.logscan import FlowCounts, scan, summary_flows
 
 GATHER_PLAYBOOK = "playbooks/gather_logs.yml"
 TABLE_HEADER = ("TIME", "NODE", "SOURCE", "DESTINATION", "PROTO/PORT", "POLICY", "VERDICT")
@@ -101,6 +104,18 @@ class _RunFailed(click.ClickException):
     exit_code = 3
 
 
+EXIT_INTERRUPTED = 130
+EXIT_OUTPUT_CLOSED = 141  # as a tool killed by SIGPIPE: what `| head` expects, quietly
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that the final flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        descriptor = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(descriptor, sys.stdout.fileno())
+        os.close(descriptor)
+
+
 @click.command("logs")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per drop event (per line).")
@@ -110,7 +125,12 @@ class _RunFailed(click.ClickException):
 @click.option("--policy", metavar="NS/NAME", help="Only events a line of which names this policy.")
 @click.option("--since", metavar="TIME", help="ISO date-time, HH:MM (today) or 10m/2h/1d ago.")
 @click.option("--until", metavar="TIME", help="Same forms as --since.")
-@click.option("--follow", "-f", is_flag=True, help="Keep reading appended lines, across rotation.")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Keep reading appended lines, across rename and copytruncate rotation.",
+)
 @click.option(
     "--snapshot",
     multiple=True,
@@ -147,9 +167,16 @@ def logs_command(
 ) -> None:
     """Explain policy drops logged by ulogd2 (LOGEMU or JSON lines; plain, .1 or .gz).
 
-    Joins the lines of each dropped packet (the `DROP by policy ns/name` lines and the pod
-    chain's unprefixed line) into one event. An event without the unprefixed line is a false
-    drop (k3s #9032) or lost its line to the rate limit. Garbled lines are counted on stderr.
+    Joins the lines of each dropped packet on one node (the `DROP by policy ns/name` lines and
+    the pod chain's unprefixed line) into one event; a bridged packet that passes the pod chains
+    twice is one event with two passes. An event without the unprefixed line is a false drop
+    (k3s #9032) or lost its line to the rate limit. Garbled lines (impossible addresses and
+    ports too) are counted on stderr. A file named twice (by any path) is read once.
+
+    --follow reads a .gz once and follows the others across rename and copytruncate rotation.
+    Exit status: 0 ok; 2 bad input (a file that cannot be read, a .gz that is not gzip, a bad
+    option); 3 a file shrank while it was read (the output is incomplete) or gathering failed;
+    130 Ctrl-C (the output is partial); 141 standard output closed by its reader (| head).
 
     \b
     Examples:
@@ -159,6 +186,7 @@ def logs_command(
       k3s-netpol logs --inventory inventory/hosts.yml --namespace tenant-a --since 10m
       k3s-netpol logs -f /var/log/ulog/syslogemu.log --policy tenant-a/deny-by-default
     """
+    ctx = click.get_current_context()
     if not files and not inventory:
         raise click.UsageError("name at least one log FILE, or --inventory INV")
     if follow and summary:
@@ -178,12 +206,22 @@ def logs_command(
         )
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--since/--until") from None
-    enricher = Enricher(_load_snapshot(snapshot) if snapshot else None)
+    if event_filter.since and event_filter.until and event_filter.since > event_filter.until:
+        raise click.BadParameter(
+            f"--since {since} is after --until {until}: no event can match",
+            param_hint="--since/--until",
+        )
+    if pod is not None and (pod.count("/") != 1 or pod.startswith("/") or pod.endswith("/")):
+        raise click.BadParameter(f"{pod!r}: expected NAMESPACE/POD", param_hint="--pod")
     if pod is not None and not snapshot:
         raise click.UsageError("--pod needs --snapshot to know which address is which pod")
+    enricher = Enricher(_load_snapshot(snapshot) if snapshot else None)
 
     with contextlib.ExitStack() as cleanup:
-        paths = sorted(files, key=rotation_order)
+        distinct, left_out = distinct_files(files)
+        for path, kept in left_out:
+            click.echo(f"k3s-netpol logs: {path} is the same file as {kept}: read once", err=True)
+        paths = sorted(distinct, key=rotation_order)
         nodes: dict[str, str] = {}
         if inventory:
             import tempfile
@@ -216,12 +254,23 @@ def logs_command(
                     if event_filter.accepts(view)
                 )
                 _output(views, as_json=as_json, summary=summary, top=top, follow=follow)
+        except LogChangedError as error:
+            _report(stats)
+            raise _RunFailed(f"{error}; the output above is incomplete") from None
         except LogFileError as error:
+            _report(stats)
             raise click.BadParameter(str(error), param_hint="FILE") from None
         except KeyboardInterrupt:
-            pass
-        finally:
             _report(stats)
+            if not follow:
+                click.echo(
+                    "k3s-netpol logs: interrupted (Ctrl-C): the output above is partial", err=True
+                )
+            ctx.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _silence_stdout()  # `| head` has what it wanted
+            ctx.exit(EXIT_OUTPUT_CLOSED)
+        _report(stats)
 
 
 def _load_snapshot(paths: tuple[Path, ...]) -> Any:
@@ -258,7 +307,7 @@ def _fast_output(
     if summary:
         tallies: list[Any] = []
         scan(paths, nodes, stats, "summary", tallies.extend, enricher=enricher, jobs=jobs)
-        flows = summary_flows(tallies[0] if tallies else {}, enricher, top)
+        flows = summary_flows(tallies[0] if tallies else FlowCounts(), enricher, top)
         _write_summary(sys.stdout, flows, as_json=as_json)
         return
     sys.stdout.flush()
