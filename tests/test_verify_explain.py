@@ -268,3 +268,17 @@ def test_why_no_rule_admits_names_each_rule_and_what_it_misses() -> None:
         "y/deny-ingress: no ingress rule (it admits nothing)",
         "y/allow-from-x-a ingress[0]: y/d is not among its `from` peers",
     ]
+
+
+def test_builtin_workloads_are_the_labs_own_manifests() -> None:
+    result = CliRunner().invoke(
+        main, ["explain", "--builtin-workloads", "sample1/nginx", "sample2/nginx", "80/TCP"]
+    )
+    assert result.exit_code == 0, result.output
+    # The workloads alone carry no policy: nothing selects either side.
+    assert (
+        "egress (sample1/nginx): allowed: no egress policy selects sample1/nginx" in result.output
+    )
+    empty = CliRunner().invoke(main, ["explain", "sample1/nginx", "sample2/nginx", "80/TCP"])
+    assert empty.exit_code == 2
+    assert "give the manifests with -f FILE (or --builtin-workloads)" in empty.output
