@@ -85,18 +85,30 @@ def test_observed_differs_from_expected_fails_that_row() -> None:
     assert "expected allowed, observed blocked" in failed.problems[0]
 
 
-def test_blocked_probe_without_its_pod_chain_line_fails() -> None:
+def test_blocked_probe_with_only_its_policy_line_is_logged_as_policy_lines() -> None:
     only_policy_line = events_of(
         blocked_drop("sample1/nginx", "sample2/nginx", host="node-b", ip_id=7)[0],
         *blocked_drop("sample2/nginx", "sample1/nginx", host="node-a", ip_id=8),
     )
     report = compare(EXPECTED, all_as_expected(), only_policy_line, POD_IPS, POD_NODES)
+    assert report.ok
+    row = report.rows[0]
+    assert (row.evidence, row.logged, row.status) == ("policy-lines", False, "ok")
+    assert report.rows[1].evidence == "pod-chain"
+    assert report.to_dict()["rows"][0]["evidence"] == "policy-lines"
+    assert "BBp" in render_matrix(report)
+
+
+def test_blocked_probe_without_any_line_fails() -> None:
+    one_missing = events_of(*blocked_drop("sample2/nginx", "sample1/nginx", host="node-a", ip_id=8))
+    report = compare(EXPECTED, all_as_expected(), one_missing, POD_IPS, POD_NODES)
     assert not report.ok
     (failed,) = report.failures
     assert failed.key == ("sample1/nginx", "sample2/nginx", 80, "TCP")
-    assert not failed.logged
+    assert failed.status == "failed"
     assert "no drop line on node node-b" in failed.problems[0]
     assert "SRC=10.42.0.10 DST=10.42.0.11 DPT=80 PROTO=TCP" in failed.problems[0]
+    assert "0 blocked packet(s) reached sample2/nginx's chain" in failed.problems[0]
 
 
 def test_drop_line_on_another_node_than_the_destinations_does_not_count() -> None:

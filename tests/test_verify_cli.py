@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from k3s_netpol.cli.report import report_command
@@ -209,3 +210,95 @@ def test_namespace_option_keeps_only_probes_between_those_namespaces(
         (SAMPLE1, SAMPLE2),
         (SAMPLE2, SAMPLE1),
     }
+
+
+TWO_NODES = Path(__file__).parent / "data" / "verify" / "two-nodes.yaml"
+TWO_NODE_IPS = {"x/a": "10.42.0.10", "y/b": "10.42.0.11", "x/c": "10.42.1.10", "y/d": "10.42.1.11"}
+
+
+def two_node_line(node: str, src: str, dst: str, prefix: str = "", ip_id: int = 1) -> str:
+    return (
+        f"Nov 29 10:00:01 {node} {prefix} IN=cni0 OUT=flannel.1 SRC={TWO_NODE_IPS[src]} "
+        f"DST={TWO_NODE_IPS[dst]} LEN=60 TOS=00 PREC=0x00 TTL=64 ID={ip_id} DF PROTO=TCP "
+        f"SPT={40000 + ip_id} DPT=80 SEQ={ip_id} ACK=0 WINDOW=64240 SYN URGP=0 MARK=0\n"
+    )
+
+
+def test_manifests_move_an_egress_blocks_evidence_to_the_sources_node(tmp_path: Path) -> None:
+    probe = {"from": "x/c", "to": "x/a", "port": 80, "protocol": "TCP"}
+    (tmp_path / "expected.json").write_text(json.dumps({"probes": [{**probe, "allowed": False}]}))
+    (tmp_path / "observed.json").write_text(json.dumps([{**probe, "connected": False}]))
+    (tmp_path / "node-2.log").write_text(
+        two_node_line("node-2", "x/c", "x/a", "DROP by policy x/deny-egress-c")
+        + two_node_line("node-2", "x/c", "x/a")
+    )
+    arguments = [
+        "--expected",
+        str(tmp_path / "expected.json"),
+        "--observed",
+        str(tmp_path / "observed.json"),
+        "--pods",
+        str(TWO_NODES),
+        "--log",
+        f"node-2={tmp_path / 'node-2.log'}",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    without = CliRunner().invoke(report_command, arguments)
+    assert without.exit_code == 1, without.output
+    assert "no drop line on node node-1" in without.output
+    result = CliRunner().invoke(report_command, [*arguments, "--manifests", str(TWO_NODES)])
+    assert result.exit_code == 0, result.output
+    row = json.loads((tmp_path / "out" / "report.json").read_text())["rows"][0]
+    assert (row["evidence"], row["blocked_by"], row["evidence_nodes"]) == (
+        "pod-chain",
+        "egress",
+        ["node-2"],
+    )
+
+
+def test_run_document_with_manifests_and_start_times_reports_rate_limited(
+    tmp_path: Path,
+) -> None:
+    objects = list(yaml.safe_load_all(TWO_NODES.read_text()))
+    results = []
+    lines = ""
+    for number, port in enumerate(range(80, 92)):
+        probe = {"from": "y/d", "to": "y/b", "port": port, "protocol": "TCP"}
+        results.append({**probe, "connected": False, "started": 1000.0 + number * 0.01})
+        if number < 10:
+            lines += two_node_line("node-1", "y/d", "y/b", ip_id=number + 1).replace(
+                "DPT=80", f"DPT={port}"
+            )
+    document = {
+        "results": results,
+        "logs": [{"node": "node-1", "text": lines}, {"node": "node-2", "text": ""}],
+        "expected": {"probes": [{**r, "allowed": False} for r in results]},
+        "pods": {"apiVersion": "v1", "kind": "List", "items": objects[2:6]},
+        "manifests": {"apiVersion": "v1", "kind": "List", "items": objects},
+    }
+    result = CliRunner().invoke(
+        report_command, ["--run", "-", "--out", str(tmp_path)], input=json.dumps(document)
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [row["status"] for row in report["rows"]] == ["ok"] * 10 + ["rate-limited"] * 2
+    assert report["summary"]["rate_limited"] == 2
+    assert report["rows"][11]["rate_limit"]["packets_before"] == 11
+    assert "rate-limited: no line on node node-1" in result.output
+
+
+def test_run_document_with_a_bad_start_time_exits_2(inputs: dict[str, Path]) -> None:
+    document = {
+        "results": [
+            {"from": SAMPLE1, "to": SAMPLE2, "port": 80, "connected": False, "started": "x"}
+        ],
+        "logs": [],
+    }
+    result = CliRunner().invoke(
+        report_command,
+        ["--expected", str(inputs["expected"]), "--run", "-", "--out", str(inputs["out"])],
+        input=json.dumps(document),
+    )
+    assert result.exit_code == 2
+    assert "results[0].started: expected seconds" in result.output

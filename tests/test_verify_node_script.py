@@ -87,15 +87,38 @@ def test_waits_for_the_pod_chain_line_written_later(tmp_path: Path) -> None:
     assert log_result["waited"] < 20
 
 
-def test_a_policy_line_alone_or_another_port_is_not_enough(tmp_path: Path) -> None:
+def test_another_port_is_not_the_probes_line(tmp_path: Path) -> None:
     log = tmp_path / "syslogemu.log"
-    log.write_text("")
-    log.write_text(logemu(80, "DROP by policy b/deny-by-default") + logemu(8080))
+    log.write_text(logemu(8080))
     started = time.monotonic()
     result = run_script(log_job(log, 0, deadline=0.5))
     assert time.monotonic() - started >= 0.5
     assert result["log"]["missing"] == [["10.99.0.2", "10.99.0.3", "80", "TCP"]]
     assert result["results"] == []
+
+
+def test_a_policy_line_alone_ends_the_wait(tmp_path: Path) -> None:
+    # The pod chain's bucket may be empty (10/minute, burst 10): its line would never come.
+    log = tmp_path / "syslogemu.log"
+    log.write_text(logemu(80, "DROP by policy b/deny-by-default"))
+    result = run_script(log_job(log, 0, deadline=20))
+    assert result["log"]["missing"] == []
+    assert result["log"]["waited"] < 5
+
+
+def test_a_probe_is_waited_for_on_the_nodes_it_names_only(tmp_path: Path) -> None:
+    log = tmp_path / "syslogemu.log"
+    log.write_text("")
+    job = log_job(log, 0, deadline=20)
+    job["log"]["probes"] = [dict(BLOCKED[0], nodes=["node2"])]
+    started = time.monotonic()
+    assert run_script(job)["log"]["missing"] == []
+    job["log"]["probes"] = [dict(BLOCKED[0], nodes=["node1"])]
+    job["log"]["quiet"] = 0.3
+    result = run_script(job)["log"]
+    assert result["missing"] == [["10.99.0.2", "10.99.0.3", "80", "TCP"]]
+    # A quiet log ends the wait long before the deadline.
+    assert time.monotonic() - started < 10
 
 
 def test_offset_none_measures_the_log_before_probing_and_rotation_reads_from_the_start(
@@ -203,3 +226,15 @@ def test_lab_probes_run_in_the_source_netns_and_tell_connected_from_refused() ->
             listener.wait(timeout=10)
         for netns in (client, server):
             subprocess.run(["ip", "netns", "delete", netns], check=False)
+
+
+def test_the_plan_names_the_judging_node_of_an_egress_block(tmp_path: Path) -> None:
+    log = tmp_path / "syslogemu.log"
+    log.write_text("")
+    job = log_job(log, 0, deadline=20)
+    plan = [dict(BLOCKED[0], evidence={"nodes": ["node2"], "chains": [], "policies": []})]
+    job["log"]["plan"] = plan
+    assert run_script(job)["log"]["missing"] == []
+    plan[0]["evidence"]["nodes"] = ["node1"]
+    job["log"]["quiet"] = 0.3
+    assert run_script(job)["log"]["missing"] == [["10.99.0.2", "10.99.0.3", "80", "TCP"]]

@@ -6,13 +6,20 @@ The role runs it as `python3 -c` with one JSON job on stdin and prints one JSON 
          `kubectl exec` (kubectl: that command as a list of words). pods: the lab's pods
          ({namespace, name, ip, netns}) or Kubernetes Pod objects. probes: [{from, to, port,
          protocol}], all run at once, at most `parallel` at a time.
-  log:   {path, offset, node, probes, pod_ips, pod_nodes, deadline, interval} or null.
-         offset null: take the log's size now, before the probes. Then wait (at most
-         `deadline` seconds) until each blocked probe whose destination pod is on `node`
-         left its pod-chain (unprefixed) drop line: SRC, DST, DPT, PROTO.
+  log:   {path, offset, node, probes, plan, pod_ips, pod_nodes, deadline, quiet, interval}
+         or null.
+         offset null: take the log's size now, before the probes. Then wait until each
+         blocked probe judged on `node` left a line for SRC, DST, DPT, PROTO (the pod chain's
+         or a `DROP by policy` one), for at most `deadline` seconds, and no longer than `quiet`
+         seconds without a new line once the wait began (a line its chain's rate limit held
+         back never comes). A probe is judged on the nodes its `nodes` lists, else on those
+         its entry in `plan` (`k3s-netpol explain --all`'s probes) lists under evidence.nodes
+         (the source's node when its egress blocks), else on its destination pod's node.
+         Once all have a line, reading goes on until the log has been still for `settle`
+         seconds (default 0.3, at most `quiet`).
 Output: {"results": [{from, to, port, protocol, connected (true, false, or null when the
-probe itself failed), exit_code, http_code, seconds, error}], "log": {node, start, end,
-missing, waited, text (the lines the log gained)} or null}.
+probe itself failed), exit_code, http_code, started (epoch seconds), seconds, error}], "log":
+{node, start, end, missing, waited, text (the lines the log gained)} or null}.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Any
 # curl's exit codes: 7 could not connect (kube-router's REJECT), 28 timed out (a DROP).
 BLOCKED_EXIT_CODES = frozenset({7, 28})
 IP_PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 132: "SCTP"}
+SETTLE_SECONDS = 0.3
 
 
 def pod_entry(pod: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +70,7 @@ def probe(
 ) -> dict[str, Any]:
     command = command_of(job, pods[item["from"]], url(pods[item["to"]]["ip"], int(item["port"])))
     result = dict(item, connected=None, exit_code=None, http_code=None, error=None)
+    result["started"] = time.time()
     started = time.monotonic()
     try:
         done = subprocess.run(
@@ -103,10 +112,11 @@ def run_probes(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 def logemu_flow(line: str) -> tuple[str, str, str, str] | None:
     words = line.split()
-    # "Mon dd hh:mm:ss host IN=...": a prefix would sit between the host and IN=.
-    if len(words) < 5 or not words[4].startswith("IN="):
+    # "Mon dd hh:mm:ss host [prefix] IN=...": the packet's fields start at IN=.
+    start = next((index for index, word in enumerate(words) if word.startswith("IN=")), None)
+    if start is None:
         return None
-    fields = dict(word.split("=", 1) for word in words[4:] if "=" in word)
+    fields = dict(word.split("=", 1) for word in words[start:] if "=" in word)
     try:
         return fields["SRC"], fields["DST"], fields["DPT"], fields["PROTO"]
     except KeyError:
@@ -118,7 +128,7 @@ def json_flow(line: str) -> tuple[str, str, str, str] | None:
         record: dict[str, Any] = json.loads(line)
     except ValueError:
         return None
-    if record.get("oob.prefix") or "dest_port" not in record:
+    if "dest_port" not in record:
         return None
     protocol = record.get("ip.protocol")
     name = IP_PROTOCOLS.get(protocol, str(protocol)) if isinstance(protocol, int) else protocol
@@ -140,13 +150,24 @@ def log_size(path: str) -> int:
 def wait_for_lines(job: dict[str, Any], offset: int) -> dict[str, Any]:
     path = job["path"]
     ips, nodes = job["pod_ips"], job["pod_nodes"]
-    needed = {
-        (ips[probe["from"]], ips[probe["to"]], str(probe["port"]), probe["protocol"].upper())
-        for probe in job["probes"]
-        if nodes.get(probe["to"]) == job["node"]
+    # `plan` (explain --all's probes) gives each probe's judging nodes when the probe has none.
+    planned = {
+        (probe["from"], probe["to"], str(probe["port"]), probe["protocol"].upper()): probe[
+            "evidence"
+        ]["nodes"]
+        for probe in job.get("plan") or ()
     }
+    needed = set()
+    for probe in job["probes"]:
+        key = (probe["from"], probe["to"], str(probe["port"]), probe["protocol"].upper())
+        judging = probe.get("nodes", planned.get(key, [nodes.get(probe["to"])]))
+        if job["node"] in judging:
+            needed.add((ips[key[0]], ips[key[1]], key[2], key[3]))
     started = time.monotonic()
     deadline = started + float(job["deadline"])
+    quiet = float(job.get("quiet", job["deadline"]))
+    settle = min(float(job.get("settle", SETTLE_SECONDS)), quiet)
+    last_line = started
     start = offset if log_size(path) >= offset else 0
     chunks: list[bytes] = []
     position = start
@@ -157,13 +178,20 @@ def wait_for_lines(job: dict[str, Any], offset: int) -> dict[str, Any]:
             data = stream.read()
         position += len(data)
         chunks.append(data)
+        if data:
+            last_line = time.monotonic()
         complete, _, pending = (pending + data).rpartition(b"\n")
         for raw in complete.splitlines():
             line = raw.decode("utf-8", "replace")
             flow = json_flow(line) if line.startswith("{") else logemu_flow(line)
             if flow is not None:
                 needed.discard(flow)
-        if not needed or time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline or now - last_line >= quiet:
+            break
+        # Once every probe has a line, the lines of the same packets still in flight (the pod
+        # chain's after the policies') are read until the log is still for `settle` seconds.
+        if not needed and now - last_line >= settle:
             break
         time.sleep(float(job["interval"]))
     return {

@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "apply": "k3s_netpol.cli.run:apply",
     "bundle": "k3s_netpol.cli.bundle:bundle",
     "expect": "k3s_netpol.cli.expect:expect_command",
+    "explain": "k3s_netpol.cli.explain:explain_command",
     "lab": "k3s_netpol.cli.lab:lab",
     "logs": "k3s_netpol.cli.logs:logs_command",
     "provision": "k3s_netpol.cli.run:provision",

@@ -17,7 +17,13 @@ import yaml
 from k3s_netpol.cli._exits import ExitCode
 from k3s_netpol.files import STDIN, InputFileError, OutputError, read_text, write_file
 from k3s_netpol.logs import DropEvent, LogFileError, LogRecord, drop_events, read_records
-from k3s_netpol.model import ManifestError, Probe, cluster_from_documents
+from k3s_netpol.model import (
+    Cluster,
+    ManifestError,
+    Probe,
+    cluster_from_documents,
+    load_manifests,
+)
 from k3s_netpol.report_html import HTML_NAME, write_html
 from k3s_netpol.verify import ProbeKey, Report, compare, probe_key, render_matrix, render_table
 
@@ -149,6 +155,34 @@ def _observations(
     return observed
 
 
+def start_times(path: Path | str, document: Any) -> dict[ProbeKey, float]:
+    """When each probe was sent: the `started` seconds of `{"results": [...]}` items that have
+    it (the netpol_verify node script writes it), for the pod-chain bucket's arithmetic."""
+    started: dict[ProbeKey, float] = {}
+    for index, item in enumerate(_probe_items(path, document, "results")):
+        value = item.get("started")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{path}: results[{index}].started: expected seconds, got {value!r}")
+        key = probe_key(
+            _field(path, f"results[{index}]", item, "from", str),
+            _field(path, f"results[{index}]", item, "to", str),
+            _field(path, f"results[{index}]", item, "port", int),
+            str(item.get("protocol", "TCP")),
+        )
+        started[key] = float(value)
+    return started
+
+
+def load_cluster(paths: Sequence[Path]) -> Cluster:
+    """The manifests (Namespaces, Pods, NetworkPolicies) that say which side blocks a probe."""
+    try:
+        return load_manifests(list(paths))
+    except ManifestError as error:
+        raise InputError(str(error)) from None
+
+
 def _is_json_lines(text: str) -> bool:
     """Whether the first line is a whole JSON object that is one result (not `{"results": ...}`)
     or is followed by more lines: a one-line JSON-lines file counts."""
@@ -240,6 +274,8 @@ class RunDocument:
     logs: list[tuple[str, str]]
     expected: list[Probe] | None
     pods: PodPlacement | None
+    started: dict[ProbeKey, float] = dataclasses.field(default_factory=dict)
+    cluster: Cluster | None = None
 
 
 _NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -267,11 +303,20 @@ def load_run(value: str) -> RunDocument:
         logs.append((node, _field(label, where, entry, "text", str)))
     expected = document.get("expected")
     pods = document.get("pods")
+    manifests = document.get("manifests")
+    cluster = None
+    if manifests is not None:
+        try:
+            cluster = cluster_from_documents([manifests], f"{label}: manifests")
+        except ManifestError as error:
+            raise InputError(str(error)) from None
     return RunDocument(
         observed=observed_results(label, document),
         logs=logs,
         expected=expected_probes(f"{label}: expected", expected) if expected is not None else None,
         pods=load_pods(f"{label}: pods", pods) if pods is not None else None,
+        started=start_times(label, document),
+        cluster=cluster,
     )
 
 
@@ -296,11 +341,16 @@ def build_report(
     pods: PodPlacement,
     protocols: Sequence[str],
     notes: Sequence[str] = (),
+    *,
+    cluster: Cluster | None = None,
+    started: Mapping[ProbeKey, float] | None = None,
 ) -> Report:
     wanted = {protocol.upper() for protocol in protocols}
     probed = [probe for probe in expected if probe.protocol.upper() in wanted]
     skipped = len(expected) - len(probed)
-    report = compare(probed, observed, events, pods.ips, pods.nodes)
+    report = compare(
+        probed, observed, events, pods.ips, pods.nodes, cluster=cluster, started=started
+    )
     extra = list(notes)
     if skipped:
         extra.append(
@@ -371,6 +421,19 @@ def rewrite_html(out: Path) -> Path:
     "(default: the expected file's `pods`).",
 )
 @click.option(
+    "--manifests",
+    "manifest_paths",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Namespaces, Pods and NetworkPolicies (repeatable): with them a blocked probe's lines "
+    "are looked for on the node whose chain blocks it (source's node for egress).",
+)
+@click.option(
+    "--builtin-workloads",
+    is_flag=True,
+    help="Add the lab's built-in workloads to --manifests (as `lab compile` does).",
+)
+@click.option(
     "--run",
     "run_source",
     metavar="FILE|-",
@@ -413,6 +476,8 @@ def report_command(
     observed_path: Path | None,
     logs: tuple[str, ...],
     pods_path: Path | None,
+    manifest_paths: tuple[Path, ...],
+    builtin_workloads: bool,
     run_source: str | None,
     namespaces: tuple[str, ...],
     protocols: tuple[str, ...],
@@ -422,9 +487,12 @@ def report_command(
 ) -> None:
     """Compare expected reachability, probe results and drop logs; write the report.
 
-    A row is ok when the probe's outcome is the expected one, a blocked probe left the pod
-    chain's drop line (SRC, DST, DPT, PROTO) on the node hosting the destination pod, and an
-    allowed probe left none. Exits 1 when any row is not ok, 2 on bad input.
+    A row is ok when the probe's outcome is the expected one, a blocked probe left a line (the
+    pod chain's, or its policies' `DROP by policy` lines) for SRC, DST, DPT, PROTO on the node
+    whose chain blocks it (with --manifests: the source's node when egress blocks; otherwise the
+    destination's node), and an allowed probe left no pod-chain line. A blocked probe without
+    lines whose chain's log bucket (10/minute, burst 10) was spent is `rate-limited`, not failed.
+    Exits 1 when any row is not ok, 2 on bad input.
 
     \b
     Examples:
@@ -486,8 +554,18 @@ def report_command(
     if run is not None:
         log_files += save_run_logs(run.logs, out)
     events, notes = load_events(log_files)
+    if builtin_workloads:
+        from k3s_netpol.cli.explain import BUILTIN_WORKLOADS
+
+        manifest_paths = (*manifest_paths, BUILTIN_WORKLOADS)
+    cluster = load_cluster(manifest_paths) if manifest_paths else None
+    if cluster is None and run is not None:
+        cluster = run.cluster
+    started = run.started if run is not None else {}
     try:
-        report = build_report(expected, observed, events, pods, protocols, notes)
+        report = build_report(
+            expected, observed, events, pods, protocols, notes, cluster=cluster, started=started
+        )
     except ValueError as error:
         raise InputError(f"{pods_path or expected_path or run_source}: {error}") from None
     json_path, text_path, html_path = write_report(report, out)
