@@ -30,7 +30,7 @@ from k3s_netpol.report_html import (
     render,
     write_html,
 )
-from k3s_netpol.verify import _cell
+from k3s_netpol.verify import cell_code as matrix_code
 
 
 class Tags(HTMLParser):
@@ -101,7 +101,8 @@ def test_144_probe_matrix_shows_every_status_and_stays_small(xyz_page: str) -> N
 
 def test_cells_carry_report_txt_codes() -> None:
     report, _ = xyz_run()
-    assert [cell_code(row.to_dict()) for row in report.rows] == [_cell(row) for row in report.rows]
+    page_codes = [cell_code(row.to_dict()) for row in report.rows]
+    assert page_codes == [matrix_code(row) for row in report.rows]
 
 
 def test_cells_carry_the_codes_of_the_recorded_report_txt(lab_page: str) -> None:

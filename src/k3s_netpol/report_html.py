@@ -107,11 +107,8 @@ def cell_status(row: Mapping[str, Any]) -> Status:
 
 
 def cell_code(row: Mapping[str, Any]) -> str:
-    """report.txt's letter code: expected, observed, logged (L, f false drop, -), `*` if failed."""
-    expected = "A" if row.get("expected") == "allowed" else "B"
-    observed = {"allowed": "A", "blocked": "B"}.get(str(row.get("observed")), "?")
-    logged = "L" if row.get("logged") else ("f" if row.get("false_drop") else "-")
-    return f"{expected}{observed}{logged}{'' if row.get('ok', True) else '*'}"
+    """report.txt's letter code, as verify wrote it into the row (`code`); `?` when absent."""
+    return str(row.get("code") or "?")
 
 
 # --- small HTML helpers ---------------------------------------------------------------------

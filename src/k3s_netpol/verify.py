@@ -210,6 +210,7 @@ class Row:
             "policy_lines": self.policy_lines,
             "rate_limit": self.rate_limit.to_dict() if self.rate_limit is not None else None,
             "passes": self.passes,
+            "code": cell_code(self),
         }
 
 
@@ -584,7 +585,8 @@ _CELL_LEGEND = (
 )
 
 
-def _cell(row: Row) -> str:
+def cell_code(row: Row) -> str:
+    """The row's letter code in the matrix (see _CELL_LEGEND); report.html shows the same."""
     expected = "A" if row.expected else "B"
     observed = "?" if row.observed is None else ("A" if row.observed else "B")
     if row.evidence == EVIDENCE_POD_CHAIN or (row.logged and row.expected):
@@ -622,7 +624,7 @@ def render_matrix(report: Report) -> str:
             row_cells = []
             for destination in pods:
                 cell = cells.get((source, destination))
-                row_cells.append(f"{_cell(cell) if cell else '.':>{width}}")
+                row_cells.append(f"{cell_code(cell) if cell else '.':>{width}}")
             lines.append(f"{number[source]:>3}  {source:<{name_width}}" + "".join(row_cells))
     summary = report.summary()
     lines.append("")
