@@ -18,6 +18,9 @@ apt_packages=(
   debootstrap iptables ipset iproute2 curl make
   python3 python3-venv python3-dev gcc libc6-dev
 )
+# kubectl for tests/test_kubectl_commands.py: Debian's kubernetes-client, unless a kubectl is
+# already installed (another package's /usr/bin/kubectl would make its install fail).
+command -v kubectl >/dev/null || apt_packages+=(kubernetes-client)
 
 log() { printf '==> %s\n' "$*"; }
 
