@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -23,14 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from ansible_localhost import ANSIBLE_PLAYBOOK, Run, include_role, run_tasks
 from recorded_kube_api import RecordedKubeAPI, recorded, serving
 
-ROOT = Path(__file__).resolve().parent.parent
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
-RECAP = re.compile(
-    r"^localhost\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", re.M
-)
 NODE = "server-1"
 
 
@@ -73,7 +67,7 @@ def kubectl(request: pytest.FixtureRequest) -> str:
 
 
 class Cluster:
-    """The recorded API served on 127.0.0.1, with ansible-playbook runs against it."""
+    """The recorded API served on 127.0.0.1, and the kubectl that talks to it."""
 
     def __init__(self, api: RecordedKubeAPI, kubeconfig: Path, kubectl: str, work: Path) -> None:
         self.api = api
@@ -85,57 +79,8 @@ class Cluster:
     def kubectl_argv(self) -> list[str]:
         return [self.kubectl, "--kubeconfig", str(self.kubeconfig)]
 
-    def play(
-        self, tasks: list[dict[str, Any]], extra_vars: dict[str, Any], *options: str
-    ) -> tuple[subprocess.CompletedProcess[str], int, int]:
-        playbook = self.work / "playbook.yml"
-        playbook.write_text(
-            yaml.safe_dump(
-                [
-                    {
-                        "name": "Run a role's kubectl tasks",
-                        "hosts": "localhost",
-                        "gather_facts": False,
-                        "tasks": tasks,
-                    }
-                ]
-            )
-        )
-        variables = self.work / "vars.json"
-        # The venv's Python for modules, not whatever `python3` interpreter discovery finds first.
-        variables.write_text(
-            json.dumps({"ansible_python_interpreter": sys.executable, **extra_vars})
-        )
-        env = {
-            **os.environ,
-            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-            "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_FORCE_COLOR": "0",
-            "K3S_NETPOL_ARTIFACTS_DIR": str(self.work / "artifacts"),
-        }
-        completed = subprocess.run(
-            [
-                str(ANSIBLE_PLAYBOOK),
-                "-i",
-                "localhost,",
-                "-c",
-                "local",
-                str(playbook),
-                "-e",
-                f"@{variables}",
-                *options,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        recap = RECAP.search(completed.stdout)
-        assert recap, completed.stdout + completed.stderr
-        _ok, changed, failed = (int(group) for group in recap.groups())
-        return completed, changed, failed
+    def play(self, tasks: list[dict[str, Any]], extra_vars: dict[str, Any], *options: str) -> Run:
+        return run_tasks(self.work, tasks, extra_vars, *options)
 
 
 @pytest.fixture
@@ -150,52 +95,39 @@ def cluster(kubectl: str, tmp_path: Path) -> Iterator[Cluster]:
 # roles/k3s tasks/node-ready.yml: the wait for Ready (the blocker of issue 9).
 
 
-def wait_for_ready(
-    cluster: Cluster, **overrides: Any
-) -> tuple[subprocess.CompletedProcess[str], int]:
-    extra_vars = {
-        "__k3s_kubectl_argv": cluster.kubectl_argv,
-        "k3s_node_role": "server",
-        "k3s_server_config": {"node-name": NODE},
-        "k3s_node_ready_timeout": 1,
-        **overrides,
-    }
-    task = {
-        "name": "Wait for Ready",
-        "ansible.builtin.include_role": {"name": "k3s", "tasks_from": "node-ready"},
-    }
-    completed, _changed, failed = cluster.play([task], extra_vars)
-    return completed, failed
+def wait_for_ready(cluster: Cluster) -> Run:
+    return cluster.play(
+        [include_role("k3s", "node-ready")],
+        {
+            "__k3s_kubectl_argv": cluster.kubectl_argv,
+            "k3s_node_role": "server",
+            "k3s_server_config": {"node-name": NODE},
+            "k3s_node_ready_timeout": 1,
+        },
+    )
 
 
 def test_the_ready_wait_reads_a_ready_node(cluster: Cluster) -> None:
     cluster.api.add(recorded("node-ready.json"))
-    completed, failed = wait_for_ready(cluster)
-    assert failed == 0, completed.stdout
-    assert ("GET", f"/api/v1/nodes/{NODE}", {}) in [
-        (method, path, {k: v for k, v in query.items() if k != "timeout"})
-        for method, path, query in cluster.api.requests
-    ]
+    run = wait_for_ready(cluster)
+    assert run.failed == 0, run.stdout
+    assert ("GET", f"/api/v1/nodes/{NODE}") in [(m, p) for m, p, _ in cluster.api.requests]
 
 
 def test_the_ready_wait_names_a_node_that_is_not_ready_and_why(cluster: Cluster) -> None:
     cluster.api.add(recorded("node-not-ready.json"))
-    completed, failed = wait_for_ready(cluster)
-    assert failed == 1
-    assert (
-        f"Node {NODE} (localhost) is not Ready after 1 s: Ready=False (KubeletNotReady:"
-        in completed.stdout
+    run = wait_for_ready(cluster)
+    assert run.failed == 1
+    assert f"Node {NODE} (localhost) is not Ready after 1 s: Ready=False (KubeletNotReady:" in (
+        run.stdout
     )
-    assert "cni plugin not initialized" in completed.stdout
+    assert "cni plugin not initialized" in run.stdout
 
 
 def test_the_ready_wait_names_a_node_the_api_does_not_know(cluster: Cluster) -> None:
-    completed, failed = wait_for_ready(cluster)
-    assert failed == 1
-    assert (
-        f'`kubectl get node` said: Error from server (NotFound): nodes "{NODE}" not found'
-        in completed.stdout
-    )
+    run = wait_for_ready(cluster)
+    assert run.failed == 1
+    assert f'said: Error from server (NotFound): nodes "{NODE}" not found' in run.stdout
 
 
 # roles/netpol_verify tasks/inputs-kubectl.yml: the cluster snapshot.
@@ -203,16 +135,12 @@ def test_the_ready_wait_names_a_node_the_api_does_not_know(cluster: Cluster) -> 
 
 def test_the_verify_snapshot_reads_namespaces_pods_and_policies(cluster: Cluster) -> None:
     cluster.api.add(recorded("pod-sample1-nginx.json"))
-    task = {
-        "name": "Read the snapshot",
-        "ansible.builtin.include_role": {"name": "netpol_verify", "tasks_from": "inputs-kubectl"},
-    }
     show = {
         "name": "Show the pods",
         "ansible.builtin.debug": {"msg": "{{ netpol_verify__pod_ips | to_json }}"},
     }
-    completed, _changed, failed = cluster.play(
-        [task, show],
+    run = cluster.play(
+        [include_role("netpol_verify", "inputs-kubectl"), show],
         {
             "netpol_verify_kubectl": cluster.kubectl_argv,
             "netpol_verify_node_hosts": {NODE: "localhost"},
@@ -220,8 +148,8 @@ def test_the_verify_snapshot_reads_namespaces_pods_and_policies(cluster: Cluster
             "netpol_verify_controller_python": sys.executable,
         },
     )
-    assert failed == 0, completed.stdout + completed.stderr
-    assert '"sample1/nginx-5869d7778c-x7k2p": "10.42.0.9"' in completed.stdout
+    assert run.failed == 0, run.stdout + run.stderr
+    assert '"sample1/nginx-5869d7778c-x7k2p": "10.42.0.9"' in run.stdout
     paths = {path for method, path, _ in cluster.api.requests if method == "GET"}
     assert {
         "/api/v1/namespaces",
@@ -233,12 +161,9 @@ def test_the_verify_snapshot_reads_namespaces_pods_and_policies(cluster: Cluster
 # roles/netpol_bundle: namespaces, diff, apply.
 
 
-def apply_bundle(
-    cluster: Cluster, *options: str
-) -> tuple[subprocess.CompletedProcess[str], int, int]:
-    task = {"name": "Apply the bundle", "ansible.builtin.include_role": {"name": "netpol_bundle"}}
+def apply_bundle(cluster: Cluster, *options: str) -> Run:
     return cluster.play(
-        [task],
+        [include_role("netpol_bundle")],
         {
             "netpol_bundle_kubectl": [cluster.kubectl],
             "netpol_bundle_kubeconfig": str(cluster.kubeconfig),
@@ -249,43 +174,43 @@ def apply_bundle(
     )
 
 
+def policy(cluster: Cluster, namespace: str, name: str) -> Any:
+    return cluster.api.get("networking.k8s.io/v1", "NetworkPolicy", name, namespace)
+
+
 def test_the_bundle_is_checked_then_applied_then_left_alone(cluster: Cluster) -> None:
-    checked, changed, failed = apply_bundle(cluster, "--check", "--diff")
-    assert failed == 0, checked.stdout + checked.stderr
+    checked = apply_bundle(cluster, "--check", "--diff")
+    assert checked.failed == 0, checked.stdout + checked.stderr
     assert cluster.api.get("v1", "Namespace", "sample1") is None
     assert any(
         method == "POST" and path == "/api/v1/namespaces" and query.get("dryRun") == ["All"]
         for method, path, query in cluster.api.requests
     ), "check mode should ask the API server for a dry run of the namespace"
 
-    applied, changed, failed = apply_bundle(cluster)
-    assert failed == 0, applied.stdout + applied.stderr
-    assert changed >= 1
-    policy = cluster.api.get("networking.k8s.io/v1", "NetworkPolicy", "deny-by-default", "sample1")
-    assert policy is not None
-    assert policy["spec"]["podSelector"] == {}
+    applied = apply_bundle(cluster)
+    assert applied.failed == 0, applied.stdout + applied.stderr
+    assert applied.changed >= 1
+    deny = policy(cluster, "sample1", "deny-by-default")
+    assert deny is not None
+    assert deny["spec"]["podSelector"] == {}
     assert cluster.api.get("apps/v1", "Deployment", "nginx", "sample2") is not None
 
-    again, changed, failed = apply_bundle(cluster, "--diff")
-    assert (changed, failed) == (0, 0), again.stdout
-    assert not any(
-        method == "PATCH" and "dryRun" not in query
-        for method, _, query in cluster.api.requests[-40:]
-    )
+    before = len(cluster.api.requests)
+    again = apply_bundle(cluster, "--diff")
+    assert (again.changed, again.failed) == (0, 0), again.stdout
+    writes = [
+        (method, path)
+        for method, path, query in cluster.api.requests[before:]
+        if method in {"POST", "PATCH", "PUT", "DELETE"} and query.get("dryRun") != ["All"]
+    ]
+    assert writes == []
 
 
 def test_a_changed_policy_is_shown_by_diff_and_applied(cluster: Cluster) -> None:
-    applied, _changed, failed = apply_bundle(cluster)
-    assert failed == 0, applied.stdout + applied.stderr
-    policy = cluster.api.get(
-        "networking.k8s.io/v1", "NetworkPolicy", "allow-same-namespace", "sample1"
-    )
-    policy["spec"]["ingress"] = []
-    completed, changed, failed = apply_bundle(cluster, "--diff")
-    assert failed == 0, completed.stdout
-    assert changed == 1
-    assert "networking.k8s.io.v1.NetworkPolicy.sample1.allow-same-namespace" in completed.stdout
-    restored = cluster.api.get(
-        "networking.k8s.io/v1", "NetworkPolicy", "allow-same-namespace", "sample1"
-    )
-    assert restored["spec"]["ingress"] != []
+    applied = apply_bundle(cluster)
+    assert applied.failed == 0, applied.stdout + applied.stderr
+    policy(cluster, "sample1", "allow-same-namespace")["spec"]["ingress"] = []
+    run = apply_bundle(cluster, "--diff")
+    assert (run.changed, run.failed) == (1, 0), run.stdout
+    assert "networking.k8s.io.v1.NetworkPolicy.sample1.allow-same-namespace" in run.stdout
+    assert policy(cluster, "sample1", "allow-same-namespace")["spec"]["ingress"] != []
