@@ -232,9 +232,11 @@ class RecordedKubeAPI:
                 )
             resource, namespace, name, subresource = located
             payload = json.loads(body) if body else None
-            dry_run = "All" in query.get("dryRun", [])
+            # kubectl asks for a dry run in the query, or in the body's (delete) options.
+            options = payload.get("deleteOptions", payload) if isinstance(payload, dict) else {}
+            dry_run = "All" in query.get("dryRun", []) + list(options.get("dryRun") or [])
             if subresource == "eviction" and method == "POST":
-                return self._evict(resource, namespace, name)
+                return self._evict(resource, namespace, name, dry_run)
             if subresource:
                 return 404, status(
                     404, "NotFound", f"{resource.name}/{subresource} is not recorded"
@@ -338,9 +340,14 @@ class RecordedKubeAPI:
         gone = self.objects[key] if dry_run else self.objects.pop(key)
         return 200, gone
 
-    def _evict(self, resource: Resource, namespace: str, name: str) -> tuple[int, Any]:
-        if self.objects.pop(self._key(resource, namespace, name), None) is None:
+    def _evict(
+        self, resource: Resource, namespace: str, name: str, dry_run: bool
+    ) -> tuple[int, Any]:
+        key = self._key(resource, namespace, name)
+        if key not in self.objects:
             return self._not_found(resource, name)
+        if not dry_run:
+            del self.objects[key]
         return 201, {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}
 
 

@@ -214,3 +214,42 @@ def test_a_changed_policy_is_shown_by_diff_and_applied(cluster: Cluster) -> None
     assert (run.changed, run.failed) == (1, 0), run.stdout
     assert "networking.k8s.io.v1.NetworkPolicy.sample1.allow-same-namespace" in run.stdout
     assert policy(cluster, "sample1", "allow-same-namespace")["spec"]["ingress"] != []
+
+
+# roles/k3s_reset tasks/leave-cluster.yml: drain and delete a node the others outlive.
+
+
+def leave_cluster(cluster: Cluster, *options: str) -> Run:
+    return cluster.play(
+        [include_role("k3s_reset", "leave-cluster")],
+        {
+            "k3s_reset_kubectl": cluster.kubectl_argv,
+            "k3s_reset_drain_from": "localhost",
+            "k3s_reset_node_name": NODE,
+            "k3s_reset_drain_timeout": 20,
+        },
+        *options,
+    )
+
+
+def test_a_reset_node_is_drained_and_deleted_once(cluster: Cluster) -> None:
+    cluster.api.add(recorded("node-ready.json"), recorded("pod-sample1-nginx.json"))
+    checked = leave_cluster(cluster, "--check")
+    assert checked.failed == 0, checked.stdout + checked.stderr
+    assert cluster.api.get("v1", "Node", NODE) is not None
+    assert cluster.api.get("v1", "Pod", "nginx-5869d7778c-x7k2p", "sample1") is not None
+
+    before = len(cluster.api.requests)
+    run = leave_cluster(cluster)
+    assert (run.changed, run.failed) == (2, 0), run.stdout + run.stderr
+    assert cluster.api.get("v1", "Node", NODE) is None
+    assert cluster.api.get("v1", "Pod", "nginx-5869d7778c-x7k2p", "sample1") is None
+    evictions = [
+        path
+        for method, path, _ in cluster.api.requests[before:]
+        if method == "POST" and path.endswith("/eviction")
+    ]
+    assert evictions == ["/api/v1/namespaces/sample1/pods/nginx-5869d7778c-x7k2p/eviction"]
+
+    again = leave_cluster(cluster)
+    assert (again.changed, again.failed) == (0, 0), again.stdout
