@@ -1,5 +1,6 @@
-"""Run a list of tasks (typically a role's task file through include_role) on localhost with
-the project's ansible-playbook, roles and configuration; return the run and its recap."""
+"""Run a playbook, or a list of tasks (typically a role's task file through include_role), on
+localhost with the project's ansible-playbook, roles and configuration; return the run and its
+recap."""
 
 from __future__ import annotations
 
@@ -49,21 +50,21 @@ def run_tasks(
     variables = work / "vars.json"
     # The venv's Python for modules, not whatever `python3` interpreter discovery finds first.
     variables.write_text(json.dumps({"ansible_python_interpreter": sys.executable, **extra_vars}))
+    return run_playbook(playbook, work / "artifacts", "-e", f"@{variables}", *options)
+
+
+def run_playbook(playbook: Path, artifacts: Path, *options: str) -> Run:
+    """Run a playbook on localhost, its controller-side files going to `artifacts`."""
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
-        "K3S_NETPOL_ARTIFACTS_DIR": str(work / "artifacts"),
+        "K3S_NETPOL_ARTIFACTS_DIR": str(artifacts),
     }
     completed = subprocess.run(
-        [
-            str(ANSIBLE_PLAYBOOK),
-            *("-i", "localhost,", "-c", "local", "-e", f"@{variables}"),
-            str(playbook),
-            *options,
-        ],
+        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", str(playbook), *options],
         env=env,
         capture_output=True,
         text=True,
