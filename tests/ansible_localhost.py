@@ -17,9 +17,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
-RECAP = re.compile(
-    r"^localhost\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", re.M
-)
+RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", re.M)
 
 
 @dataclass(frozen=True)
@@ -53,8 +51,11 @@ def run_tasks(
     return run_playbook(playbook, work / "artifacts", "-e", f"@{variables}", *options)
 
 
-def run_playbook(playbook: Path, artifacts: Path, *options: str) -> Run:
-    """Run a playbook on localhost, its controller-side files going to `artifacts`."""
+def run_playbook(
+    playbook: Path, artifacts: Path, *options: str, inventory: str = "localhost,"
+) -> Run:
+    """Run a playbook (on localhost unless `inventory` says otherwise), its controller-side
+    files going to `artifacts`; `changed` and `failed` are summed over the hosts."""
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
@@ -64,16 +65,17 @@ def run_playbook(playbook: Path, artifacts: Path, *options: str) -> Run:
         "K3S_NETPOL_ARTIFACTS_DIR": str(artifacts),
     }
     completed = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", str(playbook), *options],
+        [str(ANSIBLE_PLAYBOOK), "-i", inventory, "-c", "local", str(playbook), *options],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
-    recap = RECAP.search(completed.stdout)
+    recap = RECAP.findall(completed.stdout)
     assert recap, completed.stdout + completed.stderr
-    _ok, changed, failed = (int(group) for group in recap.groups())
+    changed = sum(int(host_changed) for _, host_changed, _ in recap)
+    failed = sum(int(host_failed) for _, _, host_failed in recap)
     return Run(completed.stdout, completed.stderr, changed, failed)
 
 
