@@ -8,6 +8,7 @@ asks for the commands the roles use:
   Kubernetes 1.31 API server gave, recorded in tests/data/kube-api/ (legacy discovery: kubectl
   1.27+ asks for the aggregated form first and falls back when it gets the plain lists, as it does
   from older servers);
+- request bodies as JSON, or as protobuf for the fields kubectl 1.32+ sends that way;
 - reads (get one, list one namespace or all of them, `fieldSelector=spec.nodeName=`), creates
   (`POST`, `?dryRun=All` answered without storing), patches (strategic merge as the API server
   applies it to the fields the recorded objects use, merge patch), deletes and pod evictions,
@@ -45,6 +46,82 @@ DISCOVERY = {
 
 # List keys the API server merges by (strategic merge patch) for the objects kept here.
 MERGE_KEYS = ("name", "containerPort", "port", "type")
+
+
+# kubectl 1.32 and later send the objects of typed requests (create namespace, an eviction) as
+# protobuf: "k8s\0" and a runtime.Unknown {typeMeta {apiVersion, kind}, raw}. The fields those
+# requests carry are read back into JSON: ObjectMeta's name, namespace, labels, annotations, and
+# an Eviction's deleteOptions.dryRun (field numbers of k8s.io/api's generated.proto).
+KUBERNETES_PROTOBUF = "application/vnd.kubernetes.protobuf"
+
+
+def _wire_fields(data: bytes) -> dict[int, list[Any]]:
+    fields: dict[int, list[Any]] = {}
+    position = 0
+
+    def varint() -> int:
+        nonlocal position
+        number, shift = 0, 0
+        while True:
+            byte = data[position]
+            position += 1
+            number |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return number
+
+    while position < len(data):
+        key = varint()
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value: Any = varint()
+        elif wire_type == 2:
+            size = varint()
+            value, position = data[position : position + size], position + size
+        elif wire_type in (1, 5):
+            size = 8 if wire_type == 1 else 4
+            value, position = data[position : position + size], position + size
+        else:
+            raise ValueError(f"protobuf wire type {wire_type} is not read here")
+        fields.setdefault(number, []).append(value)
+    return fields
+
+
+def _text(fields: dict[int, list[Any]], number: int) -> str:
+    return bytes(fields.get(number, [b""])[0]).decode()
+
+
+def _string_map(entries: list[bytes]) -> dict[str, str]:
+    pairs = (_wire_fields(entry) for entry in entries)
+    return {_text(pair, 1): _text(pair, 2) for pair in pairs}
+
+
+def protobuf_object(body: bytes) -> dict[str, Any]:
+    """The JSON form of a protobuf-encoded object, with the fields kubectl's requests carry."""
+    if not body.startswith(b"k8s\x00"):
+        raise ValueError("not a Kubernetes protobuf message")
+    unknown = _wire_fields(body[4:])
+    type_meta = _wire_fields(unknown[1][0])
+    raw = _wire_fields(unknown.get(2, [b""])[0])
+    meta = _wire_fields(raw.get(1, [b""])[0])
+    metadata: dict[str, Any] = {"name": _text(meta, 1)}
+    if meta.get(3):
+        metadata["namespace"] = _text(meta, 3)
+    if meta.get(11):
+        metadata["labels"] = _string_map(meta[11])
+    if meta.get(12):
+        metadata["annotations"] = _string_map(meta[12])
+    document: dict[str, Any] = {
+        "apiVersion": _text(type_meta, 1),
+        "kind": _text(type_meta, 2),
+        "metadata": metadata,
+    }
+    if document["kind"] == "Eviction" and raw.get(2):
+        delete_options = _wire_fields(raw[2][0])
+        document["deleteOptions"] = {
+            "dryRun": [bytes(v).decode() for v in delete_options.get(5, [])]
+        }
+    return document
 
 
 def recorded(name: str) -> Any:
@@ -363,7 +440,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        code, document = self.api.answer(self.command, self.path, self.rfile.read(length))
+        body = self.rfile.read(length)
+        if body and self.headers.get("Content-Type", "") == KUBERNETES_PROTOBUF:
+            body = json.dumps(protobuf_object(body)).encode()
+        code, document = self.api.answer(self.command, self.path, body)
         protobuf = isinstance(document, bytes)
         body = document if protobuf else json.dumps(document).encode()
         self.send_response(code)
