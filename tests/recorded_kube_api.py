@@ -1,18 +1,19 @@
-"""A Kubernetes API endpoint on 127.0.0.1 that answers kubectl from recorded responses.
+"""A Kubernetes API endpoint on 127.0.0.1 that answers kubectl from stored responses.
 
 There is no API server on this machine (no K3s, no kube-apiserver package), so the tests that run
-the roles' kubectl commands point the real kubectl binary at this instead. It answers what kubectl
-asks for the commands the roles use:
+the roles' kubectl commands point the real kubectl binary at this instead. The responses in
+tests/data/kube-api/ are written by hand in the shape a K3s v1.31 API server returns them (its
+discovery lists and objects, trimmed to the resources the roles use); none was captured from a
+running server here. It answers what kubectl asks for the commands the roles use:
 
-- discovery (`/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>`) from the responses a
-  Kubernetes 1.31 API server gave, recorded in tests/data/kube-api/ (legacy discovery: kubectl
-  1.27+ asks for the aggregated form first and falls back when it gets the plain lists, as it does
-  from older servers);
+- discovery (`/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>`), legacy form: kubectl
+  1.27+ asks for the aggregated form first and falls back when it gets the plain lists, as it
+  does from older servers;
 - request bodies as JSON, or as protobuf for the fields kubectl 1.32+ sends that way;
 - reads (get one, list one namespace or all of them, `fieldSelector=spec.nodeName=`), creates
   (`POST`, `?dryRun=All` answered without storing), patches (strategic merge as the API server
   applies it to the fields the recorded objects use, merge patch), deletes and pod evictions,
-  against objects the test seeds from recorded JSON;
+  against objects the test seeds from the stored JSON;
 - everything else: a 404 `Status`, as the API server answers an unknown path.
 
 Every request is kept in `requests` (method, path, query), so a test can check what kubectl did.

@@ -4,7 +4,8 @@ Each test runs a role's own task file on localhost (include_role with tasks_from
 role), so the arguments kubectl gets are the ones the role builds; only the program is swapped:
 the role's kubectl (`k3s kubectl`, which cannot be had here) becomes the kubectl binary found here
 with a kubeconfig for tests/recorded_kube_api.py, an API endpoint on 127.0.0.1 that answers from
-recorded responses. A quoting or jsonpath mistake in a role fails here as it would on a cluster.
+stored responses in the API server's shape (written by hand: no API server runs here). A quoting
+or jsonpath mistake in a role fails here as it would on a cluster.
 
 kubectl: $K3S_NETPOL_KUBECTL (one or more paths separated by ':'), else `kubectl` on PATH
 (Debian's kubernetes-client, which scripts/setup.sh installs where no kubectl is present).
@@ -67,7 +68,7 @@ def kubectl(request: pytest.FixtureRequest) -> str:
 
 
 class Cluster:
-    """The recorded API served on 127.0.0.1, and the kubectl that talks to it."""
+    """The stored API served on 127.0.0.1, and the kubectl that talks to it."""
 
     def __init__(self, api: RecordedKubeAPI, kubeconfig: Path, kubectl: str, work: Path) -> None:
         self.api = api
