@@ -22,6 +22,9 @@ apt_packages=(
   python3 python3-venv python3-dev gcc libc6-dev
   chromium chromium-driver
 )
+# kubectl for tests/test_kubectl_commands.py: Debian's kubernetes-client, unless a kubectl is
+# already installed (another package's /usr/bin/kubectl would make its install fail).
+command -v kubectl >/dev/null || apt_packages+=(kubernetes-client)
 
 log() { printf '==> %s\n' "$*"; }
 

@@ -4,21 +4,11 @@ playbooks/policies.yml renders on localhost and applies on server[0]; with a loc
 inventory the apply play matches no host, so this exercises exactly the controller side.
 """
 
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import yaml
+from ansible_localhost import ANSIBLE_PLAYBOOK, ROOT, run_playbook
 
-ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOK = ROOT / "playbooks" / "policies.yml"
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
-RECAP = re.compile(
-    r"^localhost\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", re.M
-)
 
 pytestmark = pytest.mark.skipif(
     not ANSIBLE_PLAYBOOK.exists(), reason="ansible-playbook not in venv"
@@ -26,26 +16,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def play(artifacts, *args):
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-        "K3S_NETPOL_ARTIFACTS_DIR": str(artifacts),
-    }
-    completed = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", str(PLAYBOOK), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    recap = RECAP.search(completed.stdout)
-    assert recap, completed.stdout + completed.stderr
-    _ok, changed, failed = (int(group) for group in recap.groups())
-    return completed, changed, failed
+    run = run_playbook(PLAYBOOK, artifacts, *args)
+    return run, run.changed, run.failed
 
 
 @pytest.fixture(scope="module")

@@ -102,12 +102,18 @@ def test_gz_images_are_accepted(tmp_path: Path) -> None:
     assert run_available(K3S_NETPOL_AIRGAP_DIR=str(directory)).returncode == 0
 
 
-def test_missing_images_are_named_with_both_suffixes(tmp_path: Path) -> None:
+def test_plain_tar_images_are_accepted(tmp_path: Path) -> None:
+    directory = write_airgap(tmp_path / "airgap", images_suffix=None)
+    (directory / f"k3s-airgap-images-{ARCH}.tar").write_bytes(b"images")
+    assert run_available(K3S_NETPOL_AIRGAP_DIR=str(directory)).returncode == 0
+
+
+def test_missing_images_are_named_with_every_suffix(tmp_path: Path) -> None:
     directory = write_airgap(tmp_path / "airgap", images_suffix=None)
     result = run_available(K3S_NETPOL_AIRGAP_DIR=str(directory))
     assert result.returncode == 1
     images = directory / f"k3s-airgap-images-{ARCH}.tar"
-    assert f"lacks: {images}.zst or {images}.gz." in result.stdout
+    assert f"lacks: {images}.zst or {images}.gz or {images}." in result.stdout
     assert VERSION in result.stdout
 
 

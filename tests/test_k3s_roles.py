@@ -60,3 +60,36 @@ def test_architecture_names_match_the_release_files() -> None:
     assert architectures["x86_64"] == {"arch": "amd64", "binary": "k3s"}
     assert architectures["aarch64"] == {"arch": "arm64", "binary": "k3s-arm64"}
     assert architectures["armv7l"] == {"arch": "arm", "binary": "k3s-armhf"}
+
+
+def tasks_in(tasks: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The tasks of a task list, those inside blocks included."""
+    flat = []
+    for task in tasks:
+        flat.append(task)
+        for section in ("block", "rescue", "always"):
+            nested = task.get(section)
+            if isinstance(nested, list):
+                flat.extend(tasks_in(nested))
+    return flat
+
+
+def kubectl_tasks() -> list[tuple[str, object]]:
+    """(file, command) of every command/shell task in the roles whose command mentions kubectl."""
+    found = []
+    for path in sorted((ROOT / "roles").glob("*/tasks/*.yml")):
+        for task in tasks_in(yaml.safe_load(path.read_text()) or []):
+            for module in ("ansible.builtin.command", "ansible.builtin.shell"):
+                if module in task and "kubectl" in str(task[module]):
+                    found.append((f"{path.relative_to(ROOT)}: {task['name']}", task[module]))
+    return found
+
+
+def test_kubectl_is_always_given_an_argument_list() -> None:
+    # The command module splits a string on shell rules and drops quotes: a jsonpath such as
+    # {.status.conditions[?(@.type=="Ready")]} reached kubectl without them (issue 9).
+    tasks = kubectl_tasks()
+    assert tasks, "no kubectl task found: the scan is broken"
+    for name, command in tasks:
+        assert isinstance(command, dict), f"{name}: kubectl must be given `argv`, not a string"
+        assert "argv" in command, f"{name}: kubectl must be given `argv`"

@@ -15,7 +15,6 @@ import pytest
         "/usr/local/bin/kubectl",
         "/etc/rancher",
         "/var/lib/rancher",
-        "/var/lib/kubelet",
         "/var/lib/cni",
         "/run/k3s",
         "/etc/cni/net.d/10-flannel.conflist",
@@ -34,8 +33,14 @@ def test_service_is_gone(host: Any) -> None:
 
 def test_nothing_is_mounted_under_k3s_paths(host: Any) -> None:
     mounts = host.file("/proc/self/mounts").content_string
-    for prefix in (" /run/k3s", " /var/lib/kubelet", " /var/lib/rancher"):
+    for prefix in (" /run/k3s", " /var/lib/kubelet/", " /var/lib/rancher"):
         assert prefix not in mounts
+
+
+def test_a_data_directory_on_its_own_mount_is_emptied_and_stays_mounted(host: Any) -> None:
+    assert " /var/lib/kubelet " in host.file("/proc/self/mounts").content_string
+    assert host.file("/var/lib/kubelet").is_directory
+    assert host.check_output("ls -A /var/lib/kubelet") == ""
 
 
 def test_interfaces_and_pod_namespace_are_gone(host: Any) -> None:
