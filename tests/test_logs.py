@@ -603,3 +603,25 @@ def test_follow_under_load_across_rotations_sees_every_line_once(tmp_path, how):
     ]
     assert (len(seen), missing[:20], twice[:6]) == (total, [], [])
     assert stats.garbled == 0
+
+
+def test_follow_warns_when_a_truncated_file_has_no_copy_to_read_the_rest_from(tmp_path):
+    path = tmp_path / "syslogemu.log"
+    path.write_text("".join(_numbered(1, 10)))
+    warnings: list[str] = []
+    followed = logs._FollowedFile(path, from_start=True, warn=warnings.append)
+    try:
+        followed.read_lines()
+        with open(path, "a") as out:
+            out.writelines(_numbered(11, 5))  # written, not read, and then lost
+        with open(path, "r+") as out:
+            out.truncate(0)
+        with open(path, "a") as out:
+            out.writelines(_numbered(100, 2))
+        assert _ids(followed.read_lines()) == [100, 101]
+        assert warnings == [
+            f"{path} was truncated and no copy of it was found beside it: lines written after "
+            "its line 10 and before the truncation may be missing"
+        ]
+    finally:
+        followed.close()

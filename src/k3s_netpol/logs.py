@@ -1104,8 +1104,11 @@ class _FollowedFile:
     again from its start, after the lines appended before the copy are read from the copy.
     """
 
-    def __init__(self, path: Path, from_start: bool) -> None:
+    def __init__(
+        self, path: Path, from_start: bool, warn: Callable[[str], object] = lambda _: None
+    ) -> None:
         self.path = path
+        self.warn = warn
         self.current = _open_followed(path, at_end=not from_start)
         self.retired: list[_OpenFile] = []
 
@@ -1144,6 +1147,12 @@ class _FollowedFile:
         if copy is not None:
             lines = copy.read_lines(final=True)
             copy.close()
+        elif current.offset:
+            self.warn(
+                f"{self.path} was truncated and no copy of it was found beside it: lines "
+                f"written after its line {current.line_number} and before the truncation "
+                "may be missing"
+            )
         current.offset = 0
         current.line_number = 0
         current.fingerprint = b""
@@ -1163,8 +1172,10 @@ def follow_records(
     poll_interval: float = 0.25,
     should_stop: Callable[[], bool] = lambda: False,
     nodes: Mapping[str, str] | None = None,
+    warn: Callable[[str], object] = lambda _: None,
 ) -> Iterator[LogRecord | None]:
-    """Yield records as lines are appended, across rotation (rename or copytruncate).
+    """Yield records as lines are appended, across rotation (rename or copytruncate); `warn`
+    hears of lines that may have been lost (a file truncated with no copy beside it).
 
     A `.gz` file is read once (whole, even without from_start): nothing is appended to it; with
     only .gz files, that is all. Yields None after each quiet poll, so a caller can flush events
@@ -1174,7 +1185,7 @@ def follow_records(
         if Path(path).suffix == ".gz":
             yield from iter_file_records(path, stats, (nodes or {}).get(str(path)))
     followed = [
-        _FollowedFile(Path(path), from_start) for path in paths if Path(path).suffix != ".gz"
+        _FollowedFile(Path(path), from_start, warn) for path in paths if Path(path).suffix != ".gz"
     ]
     if not followed:
         return

@@ -245,7 +245,7 @@ def logs_command(
             else:
                 records: Iterable[LogRecord | None]
                 if follow:
-                    records = follow_records(paths, stats, nodes=nodes)
+                    records = follow_records(paths, stats, nodes=nodes, warn=_warn)
                 else:
                     records = _records_of(paths, stats, nodes)
                 views = (
@@ -357,6 +357,10 @@ def _write_summary(out: IO[str], flows: list[FlowSummary], *, as_json: bool) -> 
             f"{flow.source:<28}  {flow.destination:<28}  {flow.protocol + port:<10}  "
             f"{','.join(flow.policies) or '-'}\n"
         )
+
+
+def _warn(message: str) -> None:
+    click.echo(f"k3s-netpol logs: {message}", err=True)
 
 
 def _report(stats: ParseStats) -> None:
