@@ -583,7 +583,11 @@ def render_explanation(explanation: Explanation) -> str:
             "runs its ingress and egress rules in one chain)"
         )
     seed = f", seed {explanation.seed}" if explanation.seed is not None else ""
-    order = "the lab's jump orders" if explanation.seed is not None else "the manifest order"
+    order = (
+        "the lab's jump orders"
+        if explanation.seed is not None
+        else "the manifest order; a node's own order changes at every sync"
+    )
     out.append(f"Lines in the current order ({order}{seed}):")
     out.extend(_line_texts(explanation.current) or ["  none"])
     out.append("Under the other jump orders:")
@@ -593,7 +597,7 @@ def render_explanation(explanation: Explanation) -> str:
         summary = "; ".join(text.strip() for text in texts) or "no line"
         out.append(f"  {label}'s chain first ({first} pod order): {summary}")
     for outcome in explanation.outcomes:
-        out.append(f"  {_outcome_text(outcome)}")
+        out.append(f"  {_outcome_text(outcome, explanation.routed)}")
     out.append(f"Verify looks for: {explanation.evidence.describe()}")
     return "\n".join(out) + "\n"
 
@@ -615,7 +619,7 @@ def _line_texts(prediction: Prediction) -> list[str]:
     ]
 
 
-def _outcome_text(outcome: ChainOutcomes) -> str:
+def _outcome_text(outcome: ChainOutcomes, routed: bool) -> str:
     chain = f"{outcome.pod}'s {outcome.direction} chain on {outcome.node}"
     if outcome.admitted_by == ("default",):
         return f"{chain}: no policy, no line in any order"
@@ -631,5 +635,6 @@ def _outcome_text(outcome: ChainOutcomes) -> str:
     return (
         f"{chain}: admitted by {admitted}; a false DROP by policy line from each of "
         f"{', '.join(outcome.sometimes)} that runs before it (none when an admitting policy "
-        "comes first); per pass, so twice when bridged"
+        "comes first); "
+        + ("once: the packet is routed" if routed else "twice: the bridged packet passes twice")
     )
