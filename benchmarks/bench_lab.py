@@ -9,8 +9,9 @@ policies' nflog annotations (1000/second, as a user may set them).
 
 1. compile: the tutorial bundle + lab workloads (two nodes), and the x/y/z topology.
 2. host (root): the two nodes as network namespaces joined by a bridge, flannel.1 between them,
-   set up by the role's helper; 144 curls; the evidence is read from the rules' packet counters
-   on the node that judges each blocked probe (no ulogd on the host).
+   set up by the role's helper with the kernel tests' settings (ICMP rate limits lifted, so this
+   part measures the rules, not the kernel's ICMP budget); 144 curls; the evidence is read from
+   the rules' packet counters on the node that judges each blocked probe (no ulogd on the host).
 3. containers (podman and the project image): two throwaway privileged systemd containers on
    their own podman network, each with ulogd2 (NFLOG group 100, netlink_qthreshold=1); the
    evidence check waits, on the destination pod's node, for any line of every blocked probe
@@ -257,7 +258,8 @@ def bench_host(work: Path) -> None:
             if observed[(p["from"], p["to"], p["port"], p["protocol"])] != p["allowed"]
         )
         print(
-            f"host lab: {len(observed)} probes over 2 nodes + counter check in {elapsed:.2f} s "
+            f"host lab (ICMP limits lifted): {len(observed)} probes over 2 nodes + counter "
+            f"check in {elapsed:.2f} s "
             f"({mismatches} mismatches; blocked judged per node "
             f"{ {node: len(flows[node]) for node in NODES} }, NFLOG packets per node {logged})"
         )
