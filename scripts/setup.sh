@@ -21,7 +21,10 @@ apt_packages=(
   debootstrap iptables ipset iproute2 curl make
   python3 python3-venv python3-dev gcc libc6-dev
   chromium chromium-driver
+  ulogd2
 )
+# chromium and chromium-driver: the report page's browser test. ulogd2: the host-namespace
+# labs of tests/test_verify_lab.py start their own ulogd per node (the packaged daemon is not used).
 # kubectl for tests/test_kubectl_commands.py: Debian's kubernetes-client, unless a kubectl is
 # already installed (another package's /usr/bin/kubectl would make its install fail).
 command -v kubectl >/dev/null || apt_packages+=(kubernetes-client)
