@@ -11,14 +11,13 @@ come from the lab's own description, lab.json.
 from __future__ import annotations
 
 import json
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
+from lab_testinfra import LOG, artifacts_dir, lines_since, log_size
+from lab_testinfra import flow_lines as port_flow_lines
 
-LOG = "/var/log/ulog/syslogemu.log"
 DEADLINE_SECONDS = 10.0
 PORT = 80
 SAMPLE1_NGINX = "sample1/nginx"
@@ -29,25 +28,10 @@ MONITORING = "cattle-monitoring-system/prometheus"
 MARKER = (SAMPLE1_CLIENT, SAMPLE2_CLIENT)
 
 
-def artifacts_dir() -> Path:
-    value = os.environ.get("K3S_NETPOL_ARTIFACTS_DIR")
-    if not value:
-        pytest.fail("K3S_NETPOL_ARTIFACTS_DIR is not set (molecule.yml sets it for the verifier)")
-    return Path(value)
-
-
 @pytest.fixture(scope="module")
 def pods() -> dict[str, dict[str, Any]]:
     lab = json.loads((artifacts_dir() / "lab" / "lab.json").read_text())
     return {f"{pod['namespace']}/{pod['name']}": pod for pod in lab["pods"]}
-
-
-def log_size(host: Any) -> int:
-    return int(host.check_output(f"stat --format=%s {LOG}"))
-
-
-def lines_since(host: Any, offset: int) -> list[str]:
-    return host.check_output(f"tail --bytes=+{offset + 1} {LOG}").splitlines()
 
 
 def is_pod_chain_line(line: str) -> bool:
@@ -57,8 +41,7 @@ def is_pod_chain_line(line: str) -> bool:
 
 
 def flow_lines(lines: list[str], source: dict[str, Any], destination: dict[str, Any]) -> list[str]:
-    wanted = (f"SRC={source['ip']}", f"DST={destination['ip']}", f"DPT={PORT}", "PROTO=TCP")
-    return [line for line in lines if all(field in line.split() for field in wanted)]
+    return port_flow_lines(lines, source, destination, PORT)
 
 
 def curl(host: Any, source: dict[str, Any], destination: dict[str, Any]) -> int:

@@ -11,25 +11,16 @@ is not just "not yet".
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 import testinfra
+from lab_testinfra import LOG, artifacts_dir, flow_lines, lines_since, log_size
 
-LOG = "/var/log/ulog/syslogemu.log"
 DEADLINE_SECONDS = 15.0
 BLOCKED = 7  # curl: connection refused (kube-router REJECTs)
-
-
-def artifacts_dir() -> Path:
-    value = os.environ.get("K3S_NETPOL_ARTIFACTS_DIR")
-    if not value:
-        pytest.fail("K3S_NETPOL_ARTIFACTS_DIR is not set (molecule.yml sets it for the verifier)")
-    return Path(value)
 
 
 @pytest.fixture(scope="module")
@@ -46,21 +37,6 @@ def pods(lab: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def nodes(lab: dict[str, Any]) -> dict[str, Any]:
     return {node["name"]: testinfra.get_host(f"podman://{node['name']}") for node in lab["nodes"]}
-
-
-def log_size(host: Any) -> int:
-    return int(host.check_output(f"stat --format=%s {LOG}"))
-
-
-def lines_since(host: Any, offset: int) -> list[str]:
-    return host.check_output(f"tail --bytes=+{offset + 1} {LOG}").splitlines()
-
-
-def flow_lines(
-    lines: list[str], source: dict[str, Any], destination: dict[str, Any], port: int
-) -> list[str]:
-    wanted = (f"SRC={source['ip']}", f"DST={destination['ip']}", f"DPT={port}", "PROTO=TCP")
-    return [line for line in lines if all(field in line.split() for field in wanted)]
 
 
 def curl(
