@@ -20,9 +20,8 @@ from k3s_netpol.explain import (
     load_placement,
     render_explanation,
 )
+from k3s_netpol.lab.common import BUILTIN_WORKLOADS
 from k3s_netpol.model import ManifestError, expect, load_manifests
-
-BUILTIN_WORKLOADS = Path(__file__).resolve().parents[1] / "data" / "lab" / "workloads.yaml"
 
 
 def _ports(values: Sequence[str], label: str) -> list[tuple[int, str]]:

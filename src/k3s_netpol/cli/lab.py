@@ -27,6 +27,7 @@ from k3s_netpol.cli.run import (
 from k3s_netpol.kuberouter import DEFAULT_NFLOG_BURST, DEFAULT_NFLOG_LIMIT
 from k3s_netpol.lab import (
     BRIDGE_ADDRESS,
+    BUILTIN_WORKLOADS,
     LAB_FILE,
     MAX_SEED,
     LabError,
@@ -41,7 +42,6 @@ from k3s_netpol.model import ManifestError, load_manifests
 from k3s_netpol.runner import ARTIFACTS_DIR_ENV, RunResult, project_root
 
 LAB_INVENTORY = "inventory/lab.yml"
-BUILTIN_WORKLOADS = Path(__file__).resolve().parents[1] / "data" / "lab" / "workloads.yaml"
 UP_PLAYBOOKS = (
     "playbooks/lab_nodes.yml",
     "playbooks/ulogd.yml",

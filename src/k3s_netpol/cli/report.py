@@ -555,7 +555,7 @@ def report_command(
         log_files += save_run_logs(run.logs, out)
     events, notes = load_events(log_files)
     if builtin_workloads:
-        from k3s_netpol.cli.explain import BUILTIN_WORKLOADS
+        from k3s_netpol.lab.common import BUILTIN_WORKLOADS
 
         manifest_paths = (*manifest_paths, BUILTIN_WORKLOADS)
     cluster = load_cluster(manifest_paths) if manifest_paths else None

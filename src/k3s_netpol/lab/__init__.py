@@ -19,6 +19,7 @@ files, so each can be read beside the Go function it reproduces:
 from k3s_netpol.lab.common import (
     BRIDGE_ADDRESS,
     BRIDGE_NAME,
+    BUILTIN_WORKLOADS,
     CLUSTER_CIDR,
     DEFAULT_SYNC_VERSION,
     IPSET_FILE,
@@ -39,6 +40,7 @@ from k3s_netpol.lab.writer import read_sync_summary, stored_seed, write_compiled
 __all__ = [
     "BRIDGE_ADDRESS",
     "BRIDGE_NAME",
+    "BUILTIN_WORKLOADS",
     "CLUSTER_CIDR",
     "DEFAULT_SYNC_VERSION",
     "IPSET_FILE",

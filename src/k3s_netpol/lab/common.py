@@ -6,10 +6,13 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from k3s_netpol.model import ContainerPort, Pod
 
+# The tutorial's workloads, the lab's default pods (`--builtin-workloads`).
+BUILTIN_WORKLOADS: Final = Path(__file__).resolve().parents[1] / "data" / "lab" / "workloads.yaml"
 BRIDGE_NAME: Final = "cni0"
 BRIDGE_ADDRESS: Final = "10.42.0.1/24"
 # K3s defaults: --cluster-cidr, --service-cidr and --service-node-port-range.
