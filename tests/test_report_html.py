@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from report_html_data import (
     LAB_RUN,
@@ -22,6 +23,7 @@ from report_html_data import (
 )
 
 from k3s_netpol.cli import main
+from k3s_netpol.model import cluster_from_documents, expect
 from k3s_netpol.report_html import (
     STATUSES,
     cell_code,
@@ -31,6 +33,7 @@ from k3s_netpol.report_html import (
     write_html,
 )
 from k3s_netpol.verify import cell_code as matrix_code
+from k3s_netpol.verify import compare, probe_key
 
 
 class Tags(HTMLParser):
@@ -407,3 +410,55 @@ def test_a_report_html_that_is_not_a_regular_file_is_left_alone(tmp_path: Path, 
     assert "Traceback" not in result.output
     assert elsewhere.read_text() == "keep"
     assert target.is_dir() if kind == "directory" else target.is_symlink()
+
+
+DECIDING_CLUSTER = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {kubernetes.io/metadata.name: shop}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec: {nodeName: node-a, containers: [{name: c, ports: [{containerPort: 80}]}]}
+status: {phase: Running, podIP: 10.42.0.10}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: shop, labels: {app: db}}
+spec: {nodeName: node-a, containers: [{name: c, ports: [{containerPort: 80}]}]}
+status: {phase: Running, podIP: 10.42.0.11}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-from-nobody, namespace: shop}
+spec: {podSelector: {matchLabels: {app: db}}, policyTypes: [Ingress]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-from-db, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: db}}}]}]
+"""
+
+
+def test_cell_details_name_the_policies_that_decide() -> None:
+    """Each cell's details carry the model's decision, as verify wrote it into the row."""
+    cluster = cluster_from_documents(list(yaml.safe_load_all(DECIDING_CLUSTER)), "cluster")
+    probes = expect(cluster, ports=[(80, "TCP")])
+    observed = {probe_key(p.source, p.destination, p.port, p.protocol): p.allowed for p in probes}
+    ips = {pod.key: pod.ip or "" for pod in cluster.pods}
+    report = compare(probes, observed, [], ips, {}, cluster=cluster)
+    page = render(report.to_dict(), "2026-11-29 12:00:00 UTC", {})
+    rows = report.to_dict()["rows"]
+    blocked = rows.index(next(r for r in rows if r["from"] == "shop/web" and r["to"] == "shop/db"))
+    allowed = rows.index(next(r for r in rows if r["from"] == "shop/db" and r["to"] == "shop/web"))
+    assert "ingress of shop/db: selected by shop/db-from-nobody; no rule admits it: blocked" in (
+        section(page, f"probe-{blocked}")
+    )
+    assert "egress of shop/web: no policy selects it, open" in section(page, f"probe-{blocked}")
+    assert (
+        "ingress of shop/web: selected by shop/web-from-db; allowed by shop/web-from-db (rule 0)"
+        in (section(page, f"probe-{allowed}"))
+    )

@@ -192,7 +192,7 @@ class Explanation:
             "protocol": decision.protocol,
             "allowed": decision.allowed,
             "sides": [
-                {**_side_dict(side), "refusals": list(self.refusals.get(side.direction, ()))}
+                {**side_dict(side), "refusals": list(self.refusals.get(side.direction, ()))}
                 for side in (decision.egress, decision.ingress)
             ],
             "source_node": self.source_node,
@@ -218,7 +218,8 @@ class Explanation:
         }
 
 
-def _side_dict(side: SideDecision) -> dict[str, Any]:
+def side_dict(side: SideDecision) -> dict[str, Any]:
+    """One side of the model's decision: the policies selecting the pod, the rules admitting."""
     return {
         "direction": side.direction,
         "pod": side.pod,

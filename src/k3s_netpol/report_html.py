@@ -499,7 +499,33 @@ _ROW_FIELDS = (
     "ok",
     "problems",
     "notes",
+    "code",
+    "decided_by",
 )
+
+
+def _decided_by_html(sides: Any) -> str:
+    """The model's decision per side (verify's `decided_by`): who selects the judged pod and
+    which rules admit the connection."""
+    if not isinstance(sides, list) or not sides:
+        return "unknown (no manifests)"
+    parts = []
+    for side in sides:
+        if not isinstance(side, Mapping):
+            continue
+        where = f"{_e(side.get('direction', '?'))} of {_e(side.get('pod', '?'))}"
+        selecting = [str(key) for key in side.get("selecting") or []]
+        if not side.get("isolated"):
+            parts.append(f"{where}: no policy selects it, open")
+            continue
+        allowing = [
+            f"{rule.get('policy')} (rule {rule.get('rule')})"
+            for rule in side.get("allowing") or []
+            if isinstance(rule, Mapping)
+        ]
+        verdict = f"allowed by {', '.join(allowing)}" if allowing else "no rule admits it: blocked"
+        parts.append(f"{where}: selected by {_e(', '.join(selecting))}; {_e(verdict)}")
+    return "<br>".join(parts)
 
 
 def _details(page: _Page) -> str:
@@ -524,6 +550,7 @@ def _probe_details(page: _Page, index: int, row: Mapping[str, Any]) -> str:
         ("result", "ok" if row.get("ok", True) else "<b>FAIL</b>"),
         ("logged", _value_html(bool(row.get("logged")))),
         ("drop lines", _value_html(row.get("drop_lines", 0))),
+        ("decided by (model)", _decided_by_html(row.get("decided_by"))),
         ("policy lines from", _value_html(policies) if not _is_empty(policies) else "none"),
         ("source", f"{_e(row.get('from'))} ({_e(row.get('source_ip'))})"),
         ("destination", f"{_e(row.get('to'))} ({_e(row.get('destination_ip'))})"),

@@ -29,9 +29,10 @@ from k3s_netpol.explain import (
     Placement,
     blocked_by,
     explain_decision,
+    side_dict,
 )
 from k3s_netpol.logs import DropEvent
-from k3s_netpol.model import Cluster, Probe, decide
+from k3s_netpol.model import Cluster, Probe, SideDecision, decide
 
 ProbeKey = tuple[str, str, int, str]
 
@@ -157,6 +158,7 @@ class Row:
     policy_lines: int = 0
     rate_limit: RateLimit | None = None
     passes: int = 0
+    sides: tuple[SideDecision, ...] = ()
 
     @property
     def key(self) -> ProbeKey:
@@ -211,6 +213,7 @@ class Row:
             "rate_limit": self.rate_limit.to_dict() if self.rate_limit is not None else None,
             "passes": self.passes,
             "code": cell_code(self),
+            "decided_by": [side_dict(side) for side in self.sides],
         }
 
 
@@ -574,6 +577,11 @@ def _row(plan: _Plan, observation: bool | None, buckets: _Buckets) -> Row:
         policy_lines=policy_lines,
         rate_limit=rate_limit,
         passes=max((event.passes for event in here), default=0),
+        sides=(
+            (explanation.decision.egress, explanation.decision.ingress)
+            if explanation is not None
+            else ()
+        ),
     )
 
 
